@@ -1,0 +1,82 @@
+"""The ``keystile`` command line: serve, keys ..., config check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from keystile import __version__, config
+from keystile.cli import keys as keys_cli
+from keystile.cli.output import emit_json, table
+from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
+from keystile.service import KeyService
+from keystile.store import Store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keystile",
+        description="External-auth sidecar: per-client API keys for nginx, Envoy and friends.",
+    )
+    parser.add_argument("--version", action="version", version=f"keystile {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the auth server")
+    serve.set_defaults(run=None, serve=True)
+
+    keys_cli.register(sub)
+
+    cfg = sub.add_parser("config", help="inspect the configuration")
+    cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = cfg_commands.add_parser("check", help="validate settings and show them (no secrets)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(run=None, check=True)
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"keystile: error: {message}", file=sys.stderr)
+    return code
+
+
+def config_check(settings: config.Settings, as_json: bool) -> int:
+    rows = config.describe(settings)
+    if as_json:
+        emit_json({name: value for name, value, _ in rows})
+    else:
+        print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
+        print("\nConfiguration is valid.")
+    return 0
+
+
+async def _run_store_command(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with await Store.open(settings.db) as store:
+        service = KeyService(store, settings.hasher(), settings.key_prefix)
+        code: int = await args.run(args, service)
+        return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load()
+        if getattr(args, "check", False):
+            return config_check(settings, args.json)
+        if getattr(args, "serve", False):
+            from keystile.server import serve
+
+            serve(settings)
+            return 0
+        return asyncio.run(_run_store_command(args, settings))
+    except (ConfigError, InvalidInput) as exc:
+        return _fail(str(exc), 2)
+    except NotFound as exc:
+        return _fail(str(exc), 1)
+    except StoreError as exc:
+        return _fail(f"key store: {exc}", 1)
+    except KeystileError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130

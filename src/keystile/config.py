@@ -1,0 +1,214 @@
+"""Settings: one table of (name, env var, TOML key, default, help), read once at start.
+
+Environment variables win over the TOML file named by ``KEYSTILE_CONFIG``. Every
+error is collected and reported together, each naming the setting and the value
+(secrets are never echoed).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keystile import keys
+from keystile.errors import ConfigError
+
+MIN_PEPPER_LEN = 16
+
+
+def default_db_path(env: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/keystile/keystile.db``, falling back to ``~/.local/share``."""
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "keystile", "keystile.db")
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("use HOST:PORT, e.g. 127.0.0.1:8700")
+    return host.strip("[]"), int(port)
+
+
+def _db(value: Any) -> Path:
+    text = str(value)
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite://") :]
+    elif "://" in text:
+        raise ValueError("only SQLite files are supported: give a path or sqlite:///path")
+    if not text:
+        raise ValueError("must not be empty")
+    return Path(text).expanduser()
+
+
+def _prefix(value: Any) -> str:
+    return keys.validate_prefix(str(value))
+
+
+def _prefixes(value: Any) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return frozenset(keys.validate_prefix(str(item).strip()) for item in items if str(item).strip())
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+def _static_keys(value: Any) -> tuple[str, ...]:
+    return tuple(item.strip() for item in str(value).split(",") if item.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str | None
+    toml: str | None  # dotted path in the TOML file
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = _text
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("config", "KEYSTILE_CONFIG", None, None,
+            "Path of the TOML config file.", _text),
+    Setting("listen", "KEYSTILE_LISTEN", "server.listen", "127.0.0.1:8700",
+            "Address the server listens on, HOST:PORT.", _listen),
+    Setting("db", "KEYSTILE_DB", "store.db", default_db_path,
+            "Key store: an SQLite file path (or sqlite:///path). Created 0600, folder 0700.", _db),
+    Setting("pepper", "KEYSTILE_PEPPER", None, None,
+            "Server-side secret: new keys are hashed with HMAC-SHA256 under it. "
+            f"At least {MIN_PEPPER_LEN} characters.", _text, secret=True),
+    Setting("pepper_file", "KEYSTILE_PEPPER_FILE", "store.pepper_file", None,
+            "File holding the pepper (used when KEYSTILE_PEPPER is unset).", _text),
+    Setting("admin_key", "KEYSTILE_ADMIN_KEY", None, None,
+            "Static admin key (scope 'admin'), checked after the database.", _text, secret=True),
+    Setting("static_keys", "KEYSTILE_STATIC_KEYS", None, "",
+            "Comma-separated static client keys, checked after the database.",
+            _static_keys, secret=True),
+    Setting("key_prefix", "KEYSTILE_KEY_PREFIX", "keys.prefix", "ks",
+            "Prefix of new keys: 1-16 lower-case letters or digits.", _prefix),
+    Setting("accepted_prefixes", "KEYSTILE_ACCEPTED_PREFIXES", "keys.accepted_prefixes",
+            "", "Other key prefixes still accepted (after a prefix change).", _prefixes),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 8700)
+    db: Path = Path("keystile.db")
+    pepper: str | None = field(default=None, repr=False)
+    pepper_file: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    static_keys: tuple[str, ...] = field(default=(), repr=False)
+    key_prefix: str = "ks"
+    accepted_prefixes: frozenset[str] = frozenset()
+    config: str | None = None
+
+    @property
+    def key_format(self) -> keys.KeyFormat:
+        return keys.KeyFormat(self.key_prefix, self.accepted_prefixes)
+
+    def hasher(self) -> keys.Hasher:
+        return keys.Hasher(self.pepper.encode() if self.pepper else None)
+
+
+def _toml_value(document: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = document
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"KEYSTILE_CONFIG={path!r}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"KEYSTILE_CONFIG={path!r}: not valid TOML: {exc}") from None
+
+
+def _known_toml_paths() -> set[str]:
+    return {s.toml for s in SETTINGS if s.toml}
+
+
+def _unknown_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
+    known = _known_toml_paths()
+    sections = {path.rsplit(".", 1)[0] for path in known if "." in path}
+    found = []
+    for key, value in document.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and dotted in sections:
+            found.extend(_unknown_keys(value, dotted + "."))
+        elif dotted not in known:
+            found.append(dotted)
+    return found
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``env`` (default: os.environ) and the TOML file it names."""
+    env = os.environ if env is None else env
+    config_path = env.get("KEYSTILE_CONFIG") or None
+    document = _read_toml(config_path) if config_path else {}
+    errors = [f"{config_path}: unknown setting {name!r}" for name in _unknown_keys(document)]
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw, source = None, None
+        if setting.env and env.get(setting.env):
+            raw, source = env[setting.env], setting.env
+        elif setting.toml and _toml_value(document, setting.toml) is not None:
+            raw, source = _toml_value(document, setting.toml), f"{config_path}: {setting.toml}"
+        if raw is None:
+            default = setting.default(env) if callable(setting.default) else setting.default
+            values[setting.name] = None if default is None else setting.parse(default)
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(secret)" if setting.secret else repr(raw)
+            errors.append(f"{source}={shown}: {exc}")
+    pepper_error = _resolve_pepper(values)
+    if pepper_error:
+        errors.append(pepper_error)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return Settings(**values)
+
+
+def _resolve_pepper(values: dict[str, Any]) -> str | None:
+    """Read the pepper file if no pepper is set; return an error message or None."""
+    if not values.get("pepper") and values.get("pepper_file"):
+        path = values["pepper_file"]
+        try:
+            values["pepper"] = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            return f"KEYSTILE_PEPPER_FILE={path!r}: cannot read it: {exc.strerror}"
+    pepper = values.get("pepper")
+    if pepper and len(pepper) < MIN_PEPPER_LEN:
+        return f"KEYSTILE_PEPPER: must be at least {MIN_PEPPER_LEN} characters (got {len(pepper)})"
+    return None
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(env var, effective value, help) for every setting, secrets masked."""
+    rows = []
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        if setting.secret:
+            shown = "(set)" if value else "(not set)"
+        elif isinstance(value, tuple) and setting.name == "listen":
+            shown = f"{value[0]}:{value[1]}"
+        elif isinstance(value, frozenset):
+            shown = ",".join(sorted(value)) or "-"
+        else:
+            shown = "-" if value is None else str(value)
+        rows.append((setting.env or setting.toml or setting.name, shown, setting.help))
+    return rows

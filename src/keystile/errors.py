@@ -1,0 +1,44 @@
+"""keystile's own exceptions.
+
+    KeystileError
+    ├── ConfigError          a setting or argument is wrong; names it and its value
+    ├── InvalidInput         a value given for a key (name, scope, metadata...) is not acceptable
+    └── StoreError           the key store failed (sqlite errors translated at the boundary)
+        ├── StoreUnavailable the store cannot be opened, read or written right now
+        ├── NotFound         no record with that id
+        └── Conflict         the change clashes with what is stored (duplicate hash, wrong state)
+
+Anything else escaping to the CLI or the server is a bug.
+"""
+
+
+class KeystileError(Exception):
+    """Base of every error keystile raises on purpose."""
+
+
+class ConfigError(KeystileError):
+    """A setting, config file entry or command-line argument is invalid."""
+
+
+class InvalidInput(KeystileError):
+    """A field of a request or command has a bad value. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class StoreError(KeystileError):
+    """The key store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached, opened or written (locked, missing, corrupt, read-only)."""
+
+
+class NotFound(StoreError):
+    """No record with the given id."""
+
+
+class Conflict(StoreError):
+    """The change contradicts what is stored."""

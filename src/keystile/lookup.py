@@ -1,0 +1,43 @@
+"""From a presented key to its record: shape check, database, then static keys."""
+
+from __future__ import annotations
+
+from keystile.keys import Hasher, KeyFormat, Shape
+from keystile.static_keys import StaticKeys
+from keystile.store import KeyRecord, Store
+
+
+class KeyLookup:
+    """Finds the record of a presented key. Never stores or logs the key itself.
+
+    Order: a malformed key (wrong prefix, bad checksum, bad characters, too long)
+    never reaches the store; a key in keystile's format is looked up by hash
+    (HMAC-SHA256 first when a pepper is set, then SHA-256); a key in another
+    format reaches the store only when imported keys exist; static keys last.
+    """
+
+    def __init__(
+        self, store: Store, hasher: Hasher, key_format: KeyFormat, static: StaticKeys
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.key_format = key_format
+        self.static = static
+        self.accept_foreign = False
+
+    async def refresh(self) -> None:
+        """Re-read facts about the store that decide which keys may be looked up."""
+        self.accept_foreign = await self.store.has_imported_keys()
+
+    def may_exist(self, token: str) -> bool:
+        """Whether ``token`` is worth a store lookup at all."""
+        shape = self.key_format.shape(token)
+        return shape is Shape.OURS or (shape is Shape.FOREIGN and self.accept_foreign)
+
+    async def find(self, token: str) -> KeyRecord | None:
+        if self.may_exist(token):
+            for scheme, digest in self.hasher.candidates(token):
+                record = await self.store.find_by_hash(digest)
+                if record is not None and record.hash_scheme == scheme:
+                    return record
+        return self.static.match(token)

@@ -1,0 +1,246 @@
+"""Key management: the one place the CLI and the admin API change keys through.
+
+Every function validates its input (raising InvalidInput naming the field),
+works on the store, and returns records; a new key's plain text is returned
+once, inside :class:`Issued`, and never stored.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keystile import keys
+from keystile.errors import Conflict, InvalidInput
+from keystile.keys import Hasher
+from keystile.store import KeyRecord, Store
+from keystile.store.records import ACTIVE
+
+SCOPE_RE = re.compile(r"[a-z0-9*][a-z0-9:._*-]{0,63}")
+MAX_NAME_LEN = 200
+MAX_METADATA_BYTES = 8192
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A stored record and its key in plain text: shown once, then forgotten."""
+
+    record: KeyRecord
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    old: KeyRecord
+    new: Issued
+
+
+def new_key_id() -> str:
+    """An opaque, stable, non-secret id."""
+    return "key_" + "".join(secrets.choice(keys.BASE62) for _ in range(16))
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LEN or _CONTROL_RE.search(name):
+        raise InvalidInput(
+            "name", f"{name!r} must be 1-{MAX_NAME_LEN} characters without control characters"
+        )
+    return name
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    checked = set()
+    for scope in scopes:
+        if not SCOPE_RE.fullmatch(scope):
+            raise InvalidInput(
+                "scope", f"{scope!r} is not a scope: use lower-case letters, digits and :._*-"
+            )
+        checked.add(scope)
+    return tuple(sorted(checked))
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    import orjson
+
+    data = dict(metadata)
+    for key in data:
+        if not isinstance(key, str) or not key or _CONTROL_RE.search(key):
+            raise InvalidInput("metadata", f"key {key!r} must be a non-empty string")
+    try:
+        size = len(orjson.dumps(data))
+    except TypeError as exc:
+        raise InvalidInput("metadata", f"not JSON-serialisable: {exc}") from None
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInput("metadata", f"{size} bytes is over the limit of {MAX_METADATA_BYTES}")
+    return data
+
+
+def check_owner(owner: str | None) -> str | None:
+    if owner is None:
+        return None
+    owner = owner.strip()
+    if not owner or len(owner) > MAX_NAME_LEN or _CONTROL_RE.search(owner):
+        raise InvalidInput("owner", f"{owner!r} must be 1-{MAX_NAME_LEN} printable characters")
+    return owner
+
+
+def check_expiry(expires_at: float | None, now: float) -> float | None:
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at", "is in the past")
+    return expires_at
+
+
+class KeyService:
+    """Create, change and retire keys."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: Hasher,
+        prefix: str = "ks",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.prefix = prefix
+        self.clock = clock
+
+    def _issue(self, now: float, **fields: Any) -> Issued:
+        key = keys.generate(self.prefix)
+        record = KeyRecord(
+            id=new_key_id(),
+            key_hash=self.hasher.digest(key),
+            hash_scheme=self.hasher.scheme,
+            display_prefix=keys.display_prefix(key),
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
+        return Issued(record, key)
+
+    async def create(
+        self,
+        name: str,
+        *,
+        scopes: Iterable[str] = (),
+        owner: str | None = None,
+        expires_at: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Issued:
+        now = self.clock()
+        issued = self._issue(
+            now,
+            name=check_name(name),
+            scopes=check_scopes(scopes),
+            owner=check_owner(owner),
+            expires_at=check_expiry(expires_at, now),
+            metadata=check_metadata(metadata or {}),
+        )
+        await self.store.insert_keys([issued.record])
+        return issued
+
+    async def list(
+        self, *, include_inactive: bool = False, owner: str | None = None
+    ) -> list[KeyRecord]:
+        return await self.store.list_keys(
+            include_inactive=include_inactive, owner=owner, now=self.clock()
+        )
+
+    async def get(self, key_id: str) -> KeyRecord:
+        return await self.store.get_key(key_id)
+
+    async def update(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        scopes: Iterable[str] | None = None,
+        owner: str | None = UNSET,
+        expires_at: float | None = UNSET,
+        metadata: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
+    ) -> KeyRecord:
+        """Change the given fields; UNSET/None leave a field alone (None clears expiry/owner)."""
+        now = self.clock()
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = check_name(name)
+        if scopes is not None:
+            changes["scopes"] = check_scopes(scopes)
+        if owner is not UNSET:
+            changes["owner"] = check_owner(owner)
+        if expires_at is not UNSET:
+            changes["expires_at"] = check_expiry(expires_at, now)
+        if metadata is not None:
+            changes["metadata"] = check_metadata(metadata)
+        if enabled is not None:
+            changes["enabled"] = enabled
+        current = await self.store.get_key(key_id)
+        if current.deleted_at is not None:
+            raise Conflict(f"key {key_id} is deleted and cannot be changed")
+        if not changes:
+            return current
+        changes["updated_at"] = now
+        return await self.store.update_key(key_id, changes)
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Disable a key for good; the record stays for audit. Idempotent."""
+        current = await self.store.get_key(key_id)
+        if current.revoked_at is not None:
+            return current
+        now = self.clock()
+        return await self.store.update_key(
+            key_id, {"enabled": False, "revoked_at": now, "updated_at": now}
+        )
+
+    async def delete(self, key_id: str) -> KeyRecord:
+        """Soft-delete: the key stops working and leaves listings; history stays. Idempotent."""
+        current = await self.store.get_key(key_id)
+        if current.deleted_at is not None:
+            return current
+        now = self.clock()
+        return await self.store.update_key(
+            key_id, {"enabled": False, "deleted_at": now, "updated_at": now}
+        )
+
+    async def rotate(self, key_id: str, grace: float) -> Rotation:
+        """A new key with the same settings; the old one works for ``grace`` more seconds."""
+        if grace < 0:
+            raise InvalidInput("grace", f"{grace} must not be negative")
+        now = self.clock()
+        old = await self.store.get_key(key_id)
+        state = old.state(now)
+        if state != ACTIVE:
+            raise Conflict(f"key {key_id} is {state} and cannot be rotated")
+        if old.replaced_by is not None:
+            raise Conflict(f"key {key_id} was already replaced by {old.replaced_by}")
+        issued = self._issue(
+            now,
+            name=old.name,
+            owner=old.owner,
+            scopes=old.scopes,
+            metadata=old.metadata,
+            expires_at=old.expires_at,
+            origin="rotated",
+            rotated_from=old.id,
+        )
+        old_end = now + grace
+        if old.expires_at is not None:
+            old_end = min(old_end, old.expires_at)
+        old_changes = {"expires_at": old_end, "replaced_by": issued.record.id, "updated_at": now}
+        old, new = await self.store.replace_key(key_id, old_changes, issued.record)
+        return Rotation(old, Issued(new, issued.key))

@@ -1,0 +1,133 @@
+"""The CLI through the real console script, against a real SQLite file."""
+
+import hashlib
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("keystile")
+
+
+@pytest.fixture
+def run(db_path: Path, tmp_path: Path):
+    def run(*args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+        full_env.update({"KEYSTILE_DB": str(db_path), "XDG_DATA_HOME": str(tmp_path), **env})
+        done = subprocess.run(
+            [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=60
+        )
+        if ok:
+            assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+        return done
+
+    return run
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    return orjson.loads(done.stdout)
+
+
+def test_console_script_is_installed() -> None:
+    assert SCRIPT.exists(), "install keystile (pip install -e .) to get the console script"
+
+
+def test_create_prints_the_key_once_and_list_never_shows_it(run, db_path: Path) -> None:
+    created = run("keys", "create", "--name", "ci bot", "--scope", "chat", "--expires-in", "30d",
+                  "--metadata", "team=ml")  # fmt: skip
+    key = re.search(r"\bks_[0-9A-Za-z]{49}\b", created.stdout).group(0)
+    assert "Save it now" in created.stdout
+    listed = run("keys", "list").stdout + run("keys", "list", "--json", "--all").stdout
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert "ci bot" in listed
+    assert key not in listed and key[3:] not in listed and digest not in listed
+    (entry,) = as_json(run("keys", "list", "--json"))
+    assert entry["scopes"] == ["chat"] and entry["metadata"] == {"team": "ml"}
+    assert "key_hash" not in entry and "key" not in entry
+    shown = run("keys", "show", entry["id"], "--json")
+    assert key not in shown.stdout and digest not in shown.stdout
+    assert as_json(shown)["state"] == "active"
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT key_hash FROM keys").fetchone()[0] == digest
+
+
+def test_json_create_rotate_revoke_delete_flow(run) -> None:
+    created = as_json(run("keys", "create", "--name", "svc", "--json"))
+    key_id = created["id"]
+    assert created["key"].startswith(created["display_prefix"])
+    updated = as_json(run("keys", "update", key_id, "--add-scope", "memory", "--scope", "chat",
+                          "--owner", "ana", "--json"))  # fmt: skip
+    assert updated["scopes"] == ["chat", "memory"] and updated["owner"] == "ana"
+    rotated = as_json(run("keys", "rotate", key_id, "--grace", "24h", "--json"))
+    assert rotated["key"] != created["key"]
+    assert rotated["rotated_from"] == key_id and rotated["old"]["replaced_by"] == rotated["id"]
+    assert rotated["scopes"] == ["chat", "memory"] and rotated["old"]["expires_at"] is not None
+    revoked = as_json(run("keys", "revoke", rotated["id"], "--json"))
+    assert revoked["state"] == "revoked" and revoked["revoked_at"]
+    deleted = as_json(run("keys", "delete", key_id, "--json"))
+    assert deleted["state"] == "deleted"
+    assert as_json(run("keys", "list", "--json")) == []
+    states = {k["id"]: k["state"] for k in as_json(run("keys", "list", "--all", "--json"))}
+    assert states == {key_id: "deleted", rotated["id"]: "revoked"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["keys", "create", "--name", "x", "--expires-in", "3x"], "--expires-in: '3x'"),
+        (["keys", "create", "--name", "x", "--expires-at", "soon"], "--expires-at: 'soon'"),
+        (["keys", "create", "--name", "x", "--scope", "Bad Scope"], "'Bad Scope'"),
+        (["keys", "create", "--name", "x", "--metadata", "novalue"], "--metadata: 'novalue'"),
+        (["keys", "create", "--name", ""], "name"),
+        (["keys", "create"], "--name"),
+        (["keys", "show", "key_doesnotexist"], "key_doesnotexist"),
+        (["keys", "rotate", "key_doesnotexist", "--grace", "1y"], "--grace: '1y'"),
+        (["keys", "frobnicate"], "frobnicate"),
+        (["keys", "import", "/nonexistent/legacy.db"], "/nonexistent/legacy.db"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_value(run, args: list[str], needle: str) -> None:
+    done = run(*args, ok=False)
+    assert done.returncode != 0
+    assert needle in done.stderr
+
+
+def test_bad_environment_is_reported_not_raised(run) -> None:
+    done = run("keys", "list", ok=False, KEYSTILE_KEY_PREFIX="Nope!")
+    assert done.returncode == 2 and "KEYSTILE_KEY_PREFIX='Nope!'" in done.stderr
+    done = run("keys", "list", ok=False, KEYSTILE_DB="/proc/forbidden/keystile.db")
+    assert done.returncode == 1 and "key store" in done.stderr
+
+
+def test_config_check_shows_settings_without_secrets(run) -> None:
+    done = run("config", "check", KEYSTILE_PEPPER="super-secret-pepper-value",
+               KEYSTILE_STATIC_KEYS="static-one,static-two")  # fmt: skip
+    assert "Configuration is valid" in done.stdout
+    assert "super-secret-pepper-value" not in done.stdout and "static-one" not in done.stdout
+    data = as_json(run("config", "check", "--json"))
+    assert data["KEYSTILE_LISTEN"] == "127.0.0.1:8700"
+
+
+def test_import_through_the_cli(run, tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.db"
+    with sqlite3.connect(legacy) as conn:
+        conn.execute("CREATE TABLE api_keys (key_hash TEXT, name TEXT, scopes TEXT)")
+        conn.execute("INSERT INTO api_keys VALUES (?, 'old gateway', 'chat')",
+                     (hashlib.sha256(b"legacy-key-000000001").hexdigest(),))  # fmt: skip
+    done = as_json(run("keys", "import", str(legacy), "--json"))
+    assert done == {"read": 1, "imported": 1, "skipped": 0}
+    (entry,) = as_json(run("keys", "list", "--json"))
+    assert entry["origin"] == "imported" and entry["name"] == "old gateway"
+
+
+def test_python_dash_m_works(db_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "keystile", "--version"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.startswith("keystile ")

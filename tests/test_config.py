@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from keystile import config
+from keystile.errors import ConfigError
+
+
+def test_defaults() -> None:
+    settings = config.load({"XDG_DATA_HOME": "/data"})
+    assert settings.listen == ("127.0.0.1", 8700)
+    assert settings.db == Path("/data/keystile/keystile.db")
+    assert settings.key_prefix == "ks"
+    assert settings.pepper is None and settings.static_keys == ()
+
+
+def test_env_wins_over_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text('[server]\nlisten = "0.0.0.0:9000"\n[keys]\nprefix = "acme"\n')
+    settings = config.load({"KEYSTILE_CONFIG": str(toml), "KEYSTILE_LISTEN": "127.0.0.1:9100"})
+    assert settings.listen == ("127.0.0.1", 9100)
+    assert settings.key_prefix == "acme"
+
+
+def test_all_errors_are_reported_naming_setting_and_value(tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text('[server]\nlisten = "nope"\nlistn = 1\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load({"KEYSTILE_CONFIG": str(toml), "KEYSTILE_KEY_PREFIX": "Bad",
+                     "KEYSTILE_DB": "postgres://x"})  # fmt: skip
+    message = str(caught.value)
+    assert "server.listen='nope'" in message
+    assert "unknown setting 'server.listn'" in message
+    assert "KEYSTILE_KEY_PREFIX='Bad'" in message
+    assert "KEYSTILE_DB='postgres://x'" in message
+
+
+def test_secrets_are_never_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({"KEYSTILE_PEPPER": "tiny-secret"})
+    assert "tiny-secret" not in str(caught.value)
+    settings = config.load({"KEYSTILE_PEPPER": "a-long-enough-pepper", "KEYSTILE_ADMIN_KEY": "adm"})
+    shown = str(config.describe(settings)) + repr(settings)
+    assert "a-long-enough-pepper" not in shown and "adm'" not in shown
+
+
+def test_pepper_file(tmp_path: Path) -> None:
+    pepper = tmp_path / "pepper"
+    pepper.write_text("file-pepper-0123456789\n")
+    assert config.load({"KEYSTILE_PEPPER_FILE": str(pepper)}).pepper == "file-pepper-0123456789"
+    with pytest.raises(ConfigError, match="KEYSTILE_PEPPER_FILE="):
+        config.load({"KEYSTILE_PEPPER_FILE": str(tmp_path / "missing")})
+
+
+def test_bad_toml_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load({"KEYSTILE_CONFIG": str(bad)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load({"KEYSTILE_CONFIG": str(tmp_path / "none.toml")})

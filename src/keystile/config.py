@@ -16,6 +16,7 @@ from typing import Any
 
 from keystile import keys
 from keystile.errors import ConfigError
+from keystile.routes import RouteTable, load_routes
 
 MIN_PEPPER_LEN = 16
 
@@ -52,6 +53,42 @@ def _prefix(value: Any) -> str:
 def _prefixes(value: Any) -> frozenset[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return frozenset(keys.validate_prefix(str(item).strip()) for item in items if str(item).strip())
+
+
+def _networks(value: Any) -> tuple[Any, ...]:
+    from keystile.clientip import parse_networks
+
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return parse_networks(items)
+
+
+def _sources(value: Any) -> tuple[Any, ...]:
+    from keystile.credentials import CredentialSource
+
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    sources = tuple(CredentialSource.parse(item) for item in items if item.strip())
+    if not sources:
+        raise ValueError("name at least one header")
+    return sources
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a {kind.__name__}") from None
+        if number <= 0:
+            raise ValueError("must be greater than 0")
+        return number
+
+    return parse
+
+
+def _unmatched(value: Any) -> str:
+    if value not in ("allow", "deny"):
+        raise ValueError("use 'allow' or 'deny'")
+    return str(value)
 
 
 def _text(value: Any) -> str:
@@ -94,6 +131,29 @@ SETTINGS: tuple[Setting, ...] = (
             "Prefix of new keys: 1-16 lower-case letters or digits.", _prefix),
     Setting("accepted_prefixes", "KEYSTILE_ACCEPTED_PREFIXES", "keys.accepted_prefixes",
             "", "Other key prefixes still accepted (after a prefix change).", _prefixes),
+    Setting("trusted_proxies", "KEYSTILE_TRUSTED_PROXIES", "auth.trusted_proxies",
+            "127.0.0.0/8,::1/128",
+            "Peers whose X-Original-*/X-Forwarded-*/X-Real-IP headers are believed (CIDRs).",
+            _networks),
+    Setting("credential_headers", "KEYSTILE_CREDENTIAL_HEADERS", "auth.credential_headers",
+            "authorization,x-api-key",
+            "Headers a key is read from; Authorization takes 'Bearer <key>'.", _sources),
+    Setting("unmatched", None, "auth.unmatched", None,
+            "'allow' or 'deny' a valid key on a path no route matches "
+            "(default: deny when routes exist, allow when there are none).", _unmatched),
+    Setting("cache_ttl", None, "cache.ttl", "30",
+            "Seconds a key record stays cached.", _positive(float)),
+    Setting("cache_size", None, "cache.size", "100000",
+            "Most key records cached.", _positive(int)),
+    Setting("negative_ttl", None, "cache.negative_ttl", "5",
+            "Seconds an unknown key stays remembered as unknown.", _positive(float)),
+    Setting("negative_size", None, "cache.negative_size", "100000",
+            "Most unknown keys remembered.", _positive(int)),
+    Setting("poll_interval", None, "cache.poll_interval", "0.5",
+            "Seconds between reads of the store's change log.", _positive(float)),
+    Setting("max_staleness", None, "cache.max_staleness", "5",
+            "Seconds without a change-log read after which cached keys are not trusted "
+            "(fail closed while the store is down).", _positive(float)),
 )  # fmt: skip
 
 
@@ -108,6 +168,16 @@ class Settings:
     key_prefix: str = "ks"
     accepted_prefixes: frozenset[str] = frozenset()
     config: str | None = None
+    trusted_proxies: tuple[Any, ...] = ()
+    credential_headers: tuple[Any, ...] = ()
+    unmatched: str | None = None
+    cache_ttl: float = 30.0
+    cache_size: int = 100_000
+    negative_ttl: float = 5.0
+    negative_size: int = 100_000
+    poll_interval: float = 0.5
+    max_staleness: float = 5.0
+    routes: RouteTable = field(default_factory=RouteTable)
 
     @property
     def key_format(self) -> keys.KeyFormat:
@@ -137,7 +207,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def _known_toml_paths() -> set[str]:
-    return {s.toml for s in SETTINGS if s.toml}
+    return {s.toml for s in SETTINGS if s.toml} | {"routes"}
 
 
 def _unknown_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -178,6 +248,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     pepper_error = _resolve_pepper(values)
     if pepper_error:
         errors.append(pepper_error)
+    values["routes"], route_errors = load_routes(document.get("routes"), env, values["unmatched"])
+    errors.extend(f"{config_path}: {error}" for error in route_errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return Settings(**values)
@@ -208,6 +280,10 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = f"{value[0]}:{value[1]}"
         elif isinstance(value, frozenset):
             shown = ",".join(sorted(value)) or "-"
+        elif setting.name == "credential_headers":
+            shown = ",".join(source.header for source in value)
+        elif setting.name == "trusted_proxies":
+            shown = ",".join(str(network) for network in value) or "-"
         else:
             shown = "-" if value is None else str(value)
         rows.append((setting.env or setting.toml or setting.name, shown, setting.help))

@@ -34,10 +34,18 @@ class KeyLookup:
         shape = self.key_format.shape(token)
         return shape is Shape.OURS or (shape is Shape.FOREIGN and self.accept_foreign)
 
+    async def find_stored(self, candidates: tuple[tuple[str, str], ...]) -> KeyRecord | None:
+        """The stored record under one of the (scheme, digest) candidates."""
+        for scheme, digest in candidates:
+            record = await self.store.find_by_hash(digest)
+            if record is not None and record.hash_scheme == scheme:
+                return record
+        return None
+
     async def find(self, token: str) -> KeyRecord | None:
+        """Uncached lookup (the CLI and tests; the server uses CachedLookup)."""
         if self.may_exist(token):
-            for scheme, digest in self.hasher.candidates(token):
-                record = await self.store.find_by_hash(digest)
-                if record is not None and record.hash_scheme == scheme:
-                    return record
+            record = await self.find_stored(self.hasher.candidates(token))
+            if record is not None:
+                return record
         return self.static.match(token)

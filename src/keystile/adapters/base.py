@@ -1,0 +1,49 @@
+"""What every adapter has, and the deny rendering they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import orjson
+from aiohttp import web
+
+from keystile.clientip import TrustedProxies
+from keystile.decide import Decision, Facts
+from keystile.reasons import Outcome, Reason
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    name: str  # label in logs and metrics
+    path: str  # route on the main listener (aiohttp syntax)
+    facts: Callable[[web.Request, TrustedProxies], Facts]
+    render: Callable[[Decision], web.Response]
+
+
+@cache
+def error_body(reason: Reason) -> bytes:
+    """OpenAI-style error JSON, what LLM client SDKs show."""
+    error = {"message": reason.message, "type": reason.type, "code": reason.code}
+    return orjson.dumps({"error": error})
+
+
+def www_authenticate(reason: Reason) -> str:
+    if reason.code == "missing_api_key":
+        return 'Bearer realm="keystile"'
+    return f'Bearer realm="keystile", error="invalid_token", error_description="{reason.code}"'
+
+
+def deny_headers(decision: Decision) -> dict[str, str]:
+    """Headers safe to show the client on a denial: never identity or upstream secrets."""
+    reason = decision.reason
+    assert reason is not None
+    headers = {"X-Keystile-Reason": reason.code, "Cache-Control": "no-store"}
+    if reason.outcome is Outcome.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = www_authenticate(reason)
+    if decision.retry_after is not None:
+        headers["Retry-After"] = str(decision.retry_after)
+    return headers

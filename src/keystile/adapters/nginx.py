@@ -1,0 +1,48 @@
+"""nginx ``auth_request`` at ``/auth/nginx``.
+
+nginx sends the client's headers (no body) plus, from our shipped config,
+``X-Original-URI``, ``X-Original-Method`` and ``X-Real-IP``; these are believed
+only from a trusted proxy. nginx allows on 2xx, denies on 401/403 and turns
+every other status into a 500, so a rate limit travels as 403 with
+``X-Keystile-Status: 429``; the shipped config turns it back into a 429.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from keystile.adapters.base import JSON, Adapter, deny_headers, error_body
+from keystile.clientip import TrustedProxies
+from keystile.decide import Decision, Facts
+from keystile.reasons import Outcome
+
+
+def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
+    headers = request.headers
+    peer = request.remote
+    if trusted.trusts(peer):
+        return Facts(
+            adapter="nginx",
+            method=headers.get("X-Original-Method", request.method).upper(),
+            host=request.host,
+            target=headers.get("X-Original-URI"),
+            headers=headers,
+            client_ip=headers.get("X-Real-IP") or peer,
+        )
+    return Facts("nginx", request.method, request.host, None, headers, peer)
+
+
+def render(decision: Decision) -> web.Response:
+    reason = decision.reason
+    if reason is None:
+        return web.Response(status=200, headers=decision.upstream)
+    headers = deny_headers(decision)
+    headers["X-Keystile-Message"] = reason.message
+    status = reason.outcome.value
+    if reason.outcome is Outcome.RATE_LIMITED:
+        headers["X-Keystile-Status"] = "429"
+        status = 403  # 403, not 429: nginx turns any status but 2xx/401/403 into a 500
+    return web.Response(status=status, body=error_body(reason), headers=headers, content_type=JSON)
+
+
+ADAPTER = Adapter(name="nginx", path="/auth/nginx", facts=facts, render=render)

@@ -1,0 +1,142 @@
+"""The decision core: request facts in, a Decision out. No web framework here.
+
+Every adapter (nginx, Envoy, forward auth) turns its proxy's request into
+:class:`Facts` and renders the :class:`Decision` in its proxy's dialect; the
+rules live only here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from keystile import reasons
+from keystile.cache import CachedLookup
+from keystile.credentials import (
+    DEFAULT_SOURCES,
+    ConflictingCredentials,
+    CredentialSource,
+    Headers,
+    extract,
+)
+from keystile.errors import StoreError
+from keystile.paths import AmbiguousPath, parse_target
+from keystile.reasons import Outcome, Reason
+from keystile.routes import Route, RouteTable
+from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
+from keystile.store import KeyRecord
+from keystile.store.records import ACTIVE, DELETED, EXPIRED
+
+_STATE_REASONS = {
+    EXPIRED: reasons.EXPIRED_API_KEY,
+    DELETED: reasons.INVALID_API_KEY,
+}
+
+
+@dataclass(slots=True)
+class Facts:
+    """What an adapter learned about the original request."""
+
+    adapter: str
+    method: str
+    host: str
+    target: str | None  # path with query, as the client sent it; None if unknown
+    headers: Headers
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reason: Reason | None  # None: allowed
+    record: KeyRecord | None = None
+    route: Route | None = None
+    upstream: tuple[tuple[str, str], ...] = ()  # headers for the upstream request
+    retry_after: int | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.ALLOW if self.reason is None else self.reason.outcome
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is None
+
+
+def has_scopes(granted: Sequence[str], required: frozenset[str]) -> bool:
+    """All required scopes are granted; ``*`` grants every scope except ``admin``."""
+    if not required:
+        return True
+    if ALL_SCOPES in granted:
+        return all(scope != ADMIN_SCOPE or ADMIN_SCOPE in granted for scope in required)
+    return required.issubset(granted)
+
+
+def _header_value(text: str) -> str:
+    """Header-safe text: non-ASCII and control characters percent-encoded."""
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~")
+
+
+def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, str]]:
+    headers = [
+        ("X-Keystile-Key-Id", record.id),
+        ("X-Keystile-Key-Name", _header_value(record.name)),
+        ("X-Keystile-Scopes", ",".join(record.scopes)),
+    ]
+    if record.owner:
+        headers.append(("X-Keystile-Owner", _header_value(record.owner)))
+    if route is not None:
+        headers.append(("X-Keystile-Route", route.name))
+    return headers
+
+
+class Decider:
+    """Applies keys, routes and scopes to one request at a time."""
+
+    def __init__(
+        self,
+        keys: CachedLookup,
+        routes: RouteTable,
+        sources: Sequence[CredentialSource] = DEFAULT_SOURCES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.routes = routes
+        self.sources = tuple(sources)
+        self.clock = clock
+
+    async def decide(self, facts: Facts) -> Decision:
+        if facts.target is None:
+            return Decision(reasons.UNKNOWN_TARGET)
+        try:
+            path = parse_target(facts.target).path
+        except AmbiguousPath:
+            return Decision(reasons.AMBIGUOUS_PATH)
+        try:
+            token = extract(facts.headers, self.sources)
+        except ConflictingCredentials:
+            return Decision(reasons.CONFLICTING_KEYS)
+        if token is None:
+            return Decision(reasons.MISSING_API_KEY)
+        try:
+            record = await self.keys.find(token)
+        except StoreError:
+            return Decision(reasons.UNAVAILABLE)
+        if record is None:
+            return Decision(reasons.INVALID_API_KEY)
+        state = record.state(self.clock())
+        if state != ACTIVE:
+            return Decision(_STATE_REASONS.get(state, reasons.REVOKED_API_KEY), record)
+        route = self.routes.match(facts.method, facts.host, path)
+        if route is None:
+            if not self.routes.allow_unmatched:
+                return Decision(reasons.ROUTE_NOT_ALLOWED, record)
+            return Decision(None, record, None, tuple(identity_headers(record, None)))
+        if not has_scopes(record.scopes, route.scopes):
+            return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
+        upstream = identity_headers(record, route)
+        upstream.extend((name, secret.value) for name, secret in route.inject)
+        return Decision(None, record, route, tuple(upstream))

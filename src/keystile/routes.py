@@ -1,0 +1,214 @@
+"""Routes: which scopes a path needs and which headers reach the upstream.
+
+Configured as ``[[routes]]`` tables in the TOML file, validated with every error
+collected, and compiled once at start-up. Injected header values come from
+environment variables or files (or plain non-secret literals); they are held in
+:class:`Secret` so that no repr, log line or ``config check`` can show them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_HEADER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_METHOD_RE = re.compile(r"[A-Z]{1,16}")
+_HOST_RE = re.compile(r"(\*\.)?[a-z0-9.-]{1,253}(:\d{1,5})?")
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade")
+RESERVED_HEADERS = frozenset({"host", "content-length", "proxy-authorization", *_HOP_BY_HOP})
+RESERVED_PREFIX = "x-keystile-"
+ROUTE_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "inject"})
+
+
+class Secret:
+    """A header value that must never be printed."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+def compile_path(pattern: str) -> re.Pattern[str]:
+    """``/v1/chat/completions`` exact; ``/v1/images/*`` that path and all beneath;
+    ``*`` inside a pattern is one segment, ``**`` any number of segments."""
+    subtree = pattern.endswith("/*")
+    body = pattern[:-2] if subtree else pattern
+    parts = []
+    for piece in re.split(r"(\*\*|\*)", body):
+        if piece == "**":
+            parts.append(".*")
+        elif piece == "*":
+            parts.append("[^/]+")
+        else:
+            parts.append(re.escape(piece))
+    regex = "".join(parts) + ("(?:/.*)?" if subtree else "")
+    return re.compile(regex)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    pattern: str
+    path_re: re.Pattern[str]
+    methods: frozenset[str]  # empty: any
+    host: str | None  # lower-case; "*.example.com" matches sub-domains
+    scopes: frozenset[str]  # all are required
+    inject: tuple[tuple[str, Secret], ...]
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        if self.host is not None and not _host_matches(self.host, host):
+            return False
+        return self.path_re.fullmatch(path) is not None
+
+
+def _host_matches(wanted: str, host: str) -> bool:
+    host = host.lower()
+    if ":" in host and ":" not in wanted:
+        host = host.rsplit(":", 1)[0]
+    if wanted.startswith("*."):
+        return host.endswith(wanted[1:])
+    return host == wanted
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: tuple[Route, ...] = ()
+    allow_unmatched: bool = True
+
+    def match(self, method: str, host: str, path: str) -> Route | None:
+        """The first route, in file order, that matches."""
+        for route in self.routes:
+            if route.matches(method, host, path):
+                return route
+        return None
+
+    def injected_names(self) -> frozenset[str]:
+        return frozenset(name.lower() for route in self.routes for name, _ in route.inject)
+
+
+def _value(where: str, spec: Any, env: Mapping[str, str], errors: list[str]) -> Secret | None:
+    if isinstance(spec, str):
+        spec = {"value": spec}
+    if not isinstance(spec, Mapping):
+        errors.append(f"{where}: must be a table with env, file or value")
+        return None
+    sources = [k for k in ("env", "file", "value") if k in spec]
+    unknown = set(spec) - {"env", "file", "value", "format"}
+    if len(sources) != 1 or unknown:
+        errors.append(f"{where}: give exactly one of env, file or value (and optional format)")
+        return None
+    source = sources[0]
+    if source == "env":
+        raw = env.get(str(spec["env"]))
+        if not raw:
+            errors.append(f"{where}: environment variable {spec['env']!r} is not set")
+            return None
+    elif source == "file":
+        try:
+            with open(str(spec["file"]), encoding="utf-8") as handle:
+                raw = handle.read().strip()
+        except OSError as exc:
+            errors.append(f"{where}: cannot read file {spec['file']!r}: {exc.strerror}")
+            return None
+    else:
+        raw = str(spec["value"])
+    template = str(spec.get("format", "{}"))
+    if template.count("{}") != 1:
+        errors.append(f"{where}.format={template!r}: must contain {{}} exactly once")
+        return None
+    value = template.replace("{}", raw)
+    if _BAD_VALUE_RE.search(value):
+        errors.append(f"{where}: the value contains control characters (not shown)")
+        return None
+    return Secret(value)
+
+
+def _route(index: int, raw: Any, env: Mapping[str, str], errors: list[str]) -> Route | None:
+    where = f"routes[{index}]"
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where}: must be a table")
+        return None
+    start = len(errors)
+    errors.extend(f"{where}: unknown key {k!r}" for k in sorted(set(raw) - ROUTE_KEYS))
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        errors.append(f"{where}.name={name!r}: use lower-case letters, digits and _.-")
+    path = raw.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or "//" in path:
+        errors.append(f"{where}.path={path!r}: must start with '/', e.g. /v1/chat/*")
+    methods = raw.get("methods", [])
+    if not isinstance(methods, list) or not all(
+        isinstance(m, str) and _METHOD_RE.fullmatch(m.upper()) for m in methods
+    ):
+        errors.append(f"{where}.methods={methods!r}: a list such as ['GET', 'POST']")
+        methods = []
+    host = raw.get("host")
+    if host is not None and (not isinstance(host, str) or not _HOST_RE.fullmatch(host.lower())):
+        errors.append(f"{where}.host={host!r}: a host name, optionally *.domain")
+    scopes = raw.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
+        errors.append(f"{where}.scopes={scopes!r}: a list of scope names")
+        scopes = []
+    inject = []
+    injections = raw.get("inject", {})
+    if not isinstance(injections, Mapping):
+        errors.append(f"{where}.inject: must be a table of header = source")
+        injections = {}
+    for header, spec in injections.items():
+        spot = f"{where}.inject.{header}"
+        lowered = str(header).lower()
+        if not _HEADER_RE.fullmatch(str(header)):
+            errors.append(f"{spot}: header names use letters, digits and '-' (no '_')")
+        elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX):
+            errors.append(f"{spot}: {header!r} cannot be injected")
+        else:
+            value = _value(spot, spec, env, errors)
+            if value is not None:
+                inject.append((str(header), value))
+    if len(errors) > start:
+        return None
+    assert isinstance(name, str) and isinstance(path, str)
+    return Route(
+        name=name,
+        pattern=path,
+        path_re=compile_path(path),
+        methods=frozenset(m.upper() for m in methods),
+        host=host.lower() if isinstance(host, str) else None,
+        scopes=frozenset(scopes),
+        inject=tuple(inject),
+    )
+
+
+def load_routes(
+    raw: Any, env: Mapping[str, str], unmatched: str | None
+) -> tuple[RouteTable, list[str]]:
+    """Compile ``[[routes]]`` and the unmatched-request policy; returns (table, errors)."""
+    errors: list[str] = []
+    if raw is None:
+        raw = []
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        return RouteTable(), ["routes: must be an array of tables ([[routes]])"]
+    routes = []
+    for index, item in enumerate(raw):
+        route = _route(index, item, env, errors)
+        if route is not None:
+            routes.append(route)
+    names = [r.name for r in routes]
+    errors.extend(f"routes: name {n!r} is used twice" for n in sorted(set(names))
+                  if names.count(n) > 1)  # fmt: skip
+    if unmatched not in (None, "allow", "deny"):
+        errors.append(f"auth.unmatched={unmatched!r}: use 'allow' or 'deny'")
+    default = "deny" if routes else "allow"
+    return RouteTable(tuple(routes), (unmatched or default) == "allow"), errors

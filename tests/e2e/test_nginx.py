@@ -1,0 +1,277 @@
+"""Through real nginx running the shipped config: what the upstream receives,
+what the client sees."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e.harness import Keystile, Reply, Stack, Upstream, request, running_stack
+
+UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
+ORG = "org-e2e-literal"
+
+CONFIG = """
+[[routes]]
+name = "chat"
+path = "/v1/chat/*"
+methods = ["GET", "POST"]
+scopes = ["chat"]
+[routes.inject]
+Authorization = { env = "E2E_UPSTREAM_KEY", format = "Bearer {}" }
+
+[[routes]]
+name = "models"
+path = "/v1/models"
+[routes.inject]
+X-Api-Key = { env = "E2E_UPSTREAM_KEY" }
+"""
+
+
+def create_key(keystile: Keystile, *args: str) -> tuple[str, str]:
+    data = orjson.loads(keystile.cli("keys", "create", "--json", *args).stdout)
+    return data["id"], data["key"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("nginx-e2e")
+    config = workdir / "keystile.toml"
+    config.write_text(CONFIG)
+    env = {
+        "KEYSTILE_DB": str(workdir / "keystile.db"),
+        "KEYSTILE_CONFIG": str(config),
+        "E2E_UPSTREAM_KEY": UPSTREAM_SECRET,
+    }
+    yield from running_stack(workdir, env)
+
+
+@pytest.fixture
+def upstream(stack: Stack) -> Upstream:
+    stack.upstream.seen.clear()
+    return stack.upstream
+
+
+@pytest.fixture(scope="module")
+def chat_key(stack: Stack) -> tuple[str, str]:
+    return create_key(stack.keystile, "--name", "chat client", "--scope", "chat", "--owner", "ana")
+
+
+def error_of(reply: Reply) -> dict[str, str]:
+    data = orjson.loads(reply.body)
+    assert set(data["error"]) == {"message", "type", "code"}
+    return data["error"]
+
+
+def assert_no_secret(reply: Reply, *secrets: str) -> None:
+    for secret in (UPSTREAM_SECRET, *secrets):
+        assert secret not in reply.text()
+
+
+def test_valid_key_reaches_upstream_with_injected_credential(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
+) -> None:
+    key_id, key = chat_key
+    reply = stack.request("POST", "/v1/chat/completions?stream=false",
+                          [("Authorization", f"Bearer {key}")], body=b'{"model": "x"}')  # fmt: skip
+    assert reply.status == 200, reply.text()
+    assert_no_secret(reply, key)
+    (seen,) = upstream.seen
+    assert (seen.method, seen.path, seen.body) == ("POST", "/v1/chat/completions?stream=false",
+                                                   b'{"model": "x"}')  # fmt: skip
+    assert seen.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
+    assert seen.header("X-Keystile-Key-Id") == [key_id]
+    assert seen.header("X-Keystile-Key-Name") == ["chat client"]
+    assert seen.header("X-Keystile-Owner") == ["ana"]
+    assert seen.header("X-Keystile-Scopes") == ["chat"]
+    assert seen.header("X-Keystile-Route") == ["chat"]
+    assert seen.header("X-Api-Key") == []
+    assert all(key not in value for _, value in seen.headers)
+
+
+def test_x_api_key_works_and_is_replaced(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
+) -> None:
+    _, key = chat_key
+    reply = stack.request("GET", "/v1/models", [("x-api-key", key)])
+    assert reply.status == 200, reply.text()
+    (seen,) = upstream.seen
+    assert seen.header("X-Api-Key") == [UPSTREAM_SECRET]
+    assert seen.header("Authorization") == []
+    assert seen.header("X-Keystile-Route") == ["models"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ([], "missing_api_key"),
+        ([("Authorization", "Bearer ks_" + "A" * 49)], "invalid_api_key"),
+        ([("Authorization", "Bearer not-a-key-at-all")], "invalid_api_key"),
+        ([("x-api-key", "ks_short")], "invalid_api_key"),
+    ],
+)
+def test_missing_or_invalid_key_is_401_json_and_never_forwarded(
+    stack: Stack, upstream: Upstream, headers: list[tuple[str, str]], code: str
+) -> None:
+    reply = stack.request("POST", "/v1/chat/completions", headers, body=b"{}")
+    assert reply.status == 401, reply.text()
+    assert reply.header("Content-Type") == "application/json"
+    assert reply.header(
+        "WWW-Authenticate",
+    ).startswith("Bearer")
+    error = error_of(reply)
+    assert error["code"] == code and error["type"] == "authentication_error"
+    assert upstream.seen == []
+    assert_no_secret(reply)
+
+
+def test_expired_and_revoked_keys(stack: Stack, upstream: Upstream) -> None:
+    ks = stack.keystile
+    _, expiring = create_key(ks, "--name", "short", "--scope", "chat",
+                                       "--expires-at", _iso(time.time() + 2))  # fmt: skip
+    revoked_id, revoked = create_key(ks, "--name", "gone", "--scope", "chat")
+    assert stack.request("GET", "/v1/chat/x", [("x-api-key", revoked)]).status == 200
+    ks.cli("keys", "revoke", revoked_id)
+    time.sleep(2.5)
+    for key, code in ((expiring, "expired_api_key"), (revoked, "revoked_api_key")):
+        upstream.seen.clear()
+        reply = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
+        assert reply.status == 401, reply.text()
+        assert error_of(reply)["code"] == code
+        assert upstream.seen == []
+
+
+def test_wrong_scope_is_403(stack: Stack, upstream: Upstream) -> None:
+    _, key = create_key(stack.keystile, "--name", "memory only", "--scope", "memory")
+    reply = stack.request("POST", "/v1/chat/completions", [("Authorization", f"Bearer {key}")])
+    assert reply.status == 403, reply.text()
+    error = error_of(reply)
+    assert (error["code"], error["type"]) == ("insufficient_scope", "permission_error")
+    assert upstream.seen == []
+
+
+def test_unmatched_route_is_denied_when_routes_exist(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
+) -> None:
+    reply = stack.request("GET", "/admin", [("x-api-key", chat_key[1])])
+    assert reply.status == 403 and error_of(reply)["code"] == "route_not_allowed"
+    assert upstream.seen == []
+
+
+def test_forged_identity_and_credential_headers_never_reach_upstream(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
+) -> None:
+    key_id, key = chat_key
+    forged = [
+        ("Authorization", f"Bearer {key}"),
+        ("X-Keystile-Key-Id", "key_forged"),
+        ("x-keystile-owner", "root"),
+        ("X-KEYSTILE-SCOPES", "admin"),
+        ("X_Keystile_Route", "admin"),
+        ("X_Keystile_Key_Id", "key_underscore"),
+        ("X-Api_Key", "forged-upstream-key"),
+    ]
+    reply = stack.request("POST", "/v1/chat/completions", forged, body=b"{}")
+    assert reply.status == 200, reply.text()
+    (seen,) = upstream.seen
+    names = [name.lower() for name, _ in seen.headers]
+    assert seen.header("X-Keystile-Key-Id") == [key_id]
+    assert seen.header("X-Keystile-Owner") == ["ana"]
+    assert seen.header("X-Keystile-Scopes") == ["chat"]
+    assert seen.header("X-Keystile-Route") == ["chat"]
+    assert seen.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
+    assert not any("_" in name for name in names), names
+    values = " ".join(v for _, v in seen.headers)
+    assert "forged" not in values and "underscore" not in values and key not in values
+
+
+def test_two_different_keys_are_denied(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
+) -> None:
+    _, other = create_key(stack.keystile, "--name", "other", "--scope", "chat")
+    both = [("Authorization", f"Bearer {chat_key[1]}"), ("x-api-key", other)]
+    reply = stack.request("GET", "/v1/chat/x", both)
+    assert reply.status == 401 and error_of(reply)["code"] == "invalid_api_key"
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/chat/../admin",
+        "/v1/chat/%2e%2e/admin",
+        "/v1/chat%2fcompletions",
+        "/v1/chat/./completions",
+        "/v1//chat/completions",
+        "/v1/chat/%252e%252e/admin",
+        "/v1/chat/x%00y",
+        "/v1/chat/x%5cy",
+    ],
+)
+def test_ambiguous_paths_are_refused(
+    stack: Stack, upstream: Upstream, chat_key: tuple[str, str], target: str
+) -> None:
+    reply = stack.request("GET", target, [("x-api-key", chat_key[1])])
+    assert reply.status in (400, 403), (target, reply.text())
+    assert upstream.seen == []
+
+
+def test_keystile_stopped_means_503_and_no_upstream_hit(
+    tmp_path: Path, chat_key: tuple[str, str], stack: Stack
+) -> None:
+    # a stack of its own: stopping keystile must not disturb the other tests
+    env = dict(stack.keystile.env)
+    env.pop("KEYSTILE_LISTEN")
+    for own in running_stack(tmp_path, env):
+        own.upstream.seen.clear()
+        assert own.request("GET", "/v1/chat/x", [("x-api-key", chat_key[1])]).status == 200
+        own.keystile.stop()
+        own.upstream.seen.clear()
+        reply = own.request("GET", "/v1/chat/x", [("x-api-key", chat_key[1])])
+        assert reply.status == 503, reply.text()
+        assert error_of(reply)["code"] == "auth_unavailable"
+        assert own.upstream.seen == []
+
+
+def test_revocation_by_cli_is_seen_within_two_seconds_under_load(stack: Stack) -> None:
+    key_id, key = create_key(stack.keystile, "--name", "to revoke", "--scope", "chat")
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            status = request(stack.nginx.port, "GET", "/v1/chat/x", [("x-api-key", key)]).status
+            results.append((time.monotonic(), status))
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)
+    stack.keystile.cli("keys", "revoke", key_id)
+    revoked_at = time.monotonic()
+    time.sleep(2.5)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    late_allows = [t - revoked_at for t, status in results if status == 200 and t > revoked_at]
+    assert len(results) > 50
+    assert max(late_allows, default=0.0) < 2.0, max(late_allows)
+    assert results[-1][1] == 401
+
+
+def test_no_secret_in_keystile_or_nginx_logs(stack: Stack, chat_key: tuple[str, str]) -> None:
+    logs = stack.keystile.log() + stack.nginx.error_log()
+    assert UPSTREAM_SECRET not in logs
+    assert chat_key[1] not in logs
+    assert not re.search(r"ks_[0-9A-Za-z]{20,}", logs)
+    assert '"event":"deny"' in logs  # denials are logged, with reason codes
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

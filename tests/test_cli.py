@@ -112,7 +112,22 @@ def test_config_check_shows_settings_without_secrets(run) -> None:
     assert "Configuration is valid" in done.stdout
     assert "super-secret-pepper-value" not in done.stdout and "static-one" not in done.stdout
     data = as_json(run("config", "check", "--json"))
-    assert data["KEYSTILE_LISTEN"] == "127.0.0.1:8700"
+    assert data["settings"]["KEYSTILE_LISTEN"] == "127.0.0.1:8700"
+
+
+def test_config_check_lists_routes_but_never_injected_values(run, tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text(
+        '[[routes]]\nname = "chat"\npath = "/v1/chat/*"\nscopes = ["chat"]\n'
+        '[routes.inject]\nAuthorization = { env = "UP", format = "Bearer {}" }\n'
+    )
+    done = run("config", "check", KEYSTILE_CONFIG=str(toml), UP="sk-never-shown")
+    assert "chat" in done.stdout and "Authorization" in done.stdout
+    assert "sk-never-shown" not in done.stdout
+    data = as_json(run("config", "check", "--json", KEYSTILE_CONFIG=str(toml), UP="sk-never"))
+    assert data["routes"][0]["inject"] == ["Authorization"]
+    missing = run("config", "check", ok=False, KEYSTILE_CONFIG=str(toml))
+    assert missing.returncode == 2 and "'UP' is not set" in missing.stderr
 
 
 def test_import_through_the_cli(run, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 _DANGEROUS_RAW = re.compile(r"[\x00-\x20\x7f#\\]")
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 _LEFT_ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TARGET_LEN = 8192
 
 
@@ -44,7 +45,7 @@ def parse_target(target: str) -> Target:
         path = unquote(raw_path, errors="strict")
     except UnicodeDecodeError:
         raise AmbiguousPath("percent-encoding that is not UTF-8") from None
-    if _LEFT_ENCODED.search(path) or _DANGEROUS_RAW.search(path):
+    if _LEFT_ENCODED.search(path) or _CONTROL.search(path):
         raise AmbiguousPath("double percent-encoding in the path")
     if "//" in path:
         raise AmbiguousPath("empty path segment")

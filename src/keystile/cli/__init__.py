@@ -42,12 +42,28 @@ def _fail(message: str, code: int) -> int:
 
 
 def config_check(settings: config.Settings, as_json: bool) -> int:
+    """Print the effective settings and routes; injected values are never shown."""
     rows = config.describe(settings)
+    routes = [
+        {"name": r.name, "path": r.pattern, "methods": sorted(r.methods), "host": r.host,
+         "scopes": sorted(r.scopes), "inject": [name for name, _ in r.inject]}
+        for r in settings.routes.routes
+    ]  # fmt: skip
     if as_json:
-        emit_json({name: value for name, value, _ in rows})
-    else:
-        print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
-        print("\nConfiguration is valid.")
+        emit_json({"settings": {name: value for name, value, _ in rows}, "routes": routes})
+        return 0
+    print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
+    if routes:
+        route_rows = [
+            [r.name, r.pattern, ",".join(sorted(r.methods)) or "*", r.host or "*",
+             ",".join(sorted(r.scopes)) or "-", ",".join(name for name, _ in r.inject) or "-"]
+            for r in settings.routes.routes
+        ]  # fmt: skip
+        print()
+        print(table(route_rows, ["ROUTE", "PATH", "METHODS", "HOST", "SCOPES", "INJECTS"]))
+    unmatched = "allow" if settings.routes.allow_unmatched else "deny"
+    print(f"\nRequests matching no route: {unmatched}.")
+    print("Configuration is valid.")
     return 0
 
 

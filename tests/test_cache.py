@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from keystile import keys
+from keystile.cache import CachedLookup
+from keystile.errors import StoreUnavailable
+from keystile.keys import Hasher, KeyFormat
+from keystile.lookup import KeyLookup
+from keystile.service import KeyService
+from keystile.static_keys import StaticKeys
+from keystile.store import Store
+
+from .conftest import Clock
+
+
+def cached(store: Store, clock: Clock, **kwargs: float) -> CachedLookup:
+    lookup = KeyLookup(store, Hasher(), KeyFormat(), StaticKeys())
+    return CachedLookup(lookup, clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_hits_and_negative_hits(store: Store, clock: Clock) -> None:
+    issued = await KeyService(store, Hasher()).create("k")
+    cache = cached(store, clock)
+    await cache.start()
+    unknown = keys.generate()
+    for _ in range(3):
+        assert (await cache.find(issued.key)).id == issued.record.id
+        assert await cache.find(unknown) is None
+    assert (cache.stats.misses, cache.stats.hits, cache.stats.negative_hits) == (2, 2, 2)
+    assert issued.key not in cache.positive and unknown not in cache.negative  # keyed by hash
+
+
+async def test_malformed_keys_never_touch_the_cache_or_store(store: Store, clock: Clock) -> None:
+    cache = cached(store, clock)
+    await cache.start()
+    for token in ["ks_" + "a" * 49, "x" * 1000, "caf\u00e9", "ks_short"]:
+        assert await cache.find(token) is None
+    assert cache.stats.misses == 0 and len(cache.negative) == 0
+
+
+async def test_change_by_another_writer_is_seen_after_sync(db_path: Path, clock: Clock) -> None:
+    async with await Store.open(db_path) as server_store, await Store.open(db_path) as cli_store:
+        cache = cached(server_store, clock)
+        await cache.start()
+        cli = KeyService(cli_store, Hasher())
+        issued = await cli.create("k")
+        new_key = keys.generate()
+        assert await cache.find(new_key) is None  # negative-cached
+        assert (await cache.find(issued.key)).enabled
+        await cli.revoke(issued.record.id)
+        assert (await cache.find(issued.key)).revoked_at is None  # stale until sync
+        assert await cache.sync() == 2  # the creation and the revocation
+        assert (await cache.find(issued.key)).revoked_at is not None
+
+
+async def test_negative_entry_is_dropped_when_the_hash_appears(db_path: Path, clock: Clock) -> None:
+    async with await Store.open(db_path) as server_store, await Store.open(db_path) as cli_store:
+        cache = cached(server_store, clock)
+        await cache.start()
+        issued = KeyService(cli_store, Hasher(), clock=clock)._issue(clock.now, name="late")
+        assert await cache.find(issued.key) is None  # unknown, and remembered as unknown
+        await cli_store.insert_keys([issued.record])  # e.g. an import in another process
+        assert await cache.find(issued.key) is None
+        await cache.sync()
+        assert (await cache.find(issued.key)).id == issued.record.id
+
+
+async def test_stale_cache_is_bypassed_so_a_dead_store_fails_closed(
+    store: Store, clock: Clock
+) -> None:
+    issued = await KeyService(store, Hasher()).create("k")
+    cache = cached(store, clock, max_staleness=5.0)
+    await cache.start()
+    assert await cache.find(issued.key) is not None
+    await store.close()
+    assert await cache.find(issued.key) is not None  # fresh: the cache answers
+    clock.now += 6  # no successful sync for longer than max_staleness
+    assert not cache.fresh
+    with pytest.raises(StoreUnavailable):
+        await cache.find(issued.key)
+
+
+async def test_a_read_racing_an_invalidation_is_not_cached(store: Store, clock: Clock) -> None:
+    issued = await KeyService(store, Hasher()).create("k")
+    cache = cached(store, clock)
+    await cache.start()
+    original = cache.lookup.find_stored
+
+    async def slow_read(candidates: tuple[tuple[str, str], ...]):  # type: ignore[no-untyped-def]
+        record = await original(candidates)
+        cache.invalidate([issued.record.key_hash])  # a change lands while we read
+        return record
+
+    cache.lookup.find_stored = slow_read  # type: ignore[method-assign]
+    assert await cache.find(issued.key) is not None
+    assert len(cache.positive) == 0

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from cachetools import TTLCache
 
+from keystile.keys import MAX_TOKEN_LEN
 from keystile.lookup import KeyLookup
 from keystile.store import KeyRecord
 
@@ -59,21 +60,30 @@ class CachedLookup:
         return self.clock() - self.last_sync <= self.max_staleness
 
     async def find(self, token: str) -> KeyRecord | None:
-        """The record for ``token`` or None; raises StoreUnavailable when it must ask and can't."""
+        """The record for ``token`` or None; raises StoreUnavailable when it must ask and can't.
+
+        A cached record is found by hash before any format check: a token whose
+        hash is stored is that key. Everything else is format-checked before the
+        negative cache and the store, so malformed keys never reach the store.
+        """
         lookup = self.lookup
-        if not lookup.may_exist(token):
-            return lookup.static.match(token)
+        if len(token) > MAX_TOKEN_LEN:
+            return None
         candidates = lookup.hasher.candidates(token)
         stats = self.stats
-        if self.fresh:
+        fresh = self.clock() - self.last_sync <= self.max_staleness
+        if fresh:
+            positive = self.positive
             for scheme, digest in candidates:
-                record = self.positive.get(digest)
+                record = positive.get(digest)
                 if record is not None and record.hash_scheme == scheme:
                     stats.hits += 1
                     return record
-            if all(digest in self.negative for _, digest in candidates):
-                stats.negative_hits += 1
-                return lookup.static.match(token)
+        if not lookup.may_exist(token):
+            return lookup.static.match(token)
+        if fresh and all(digest in self.negative for _, digest in candidates):
+            stats.negative_hits += 1
+            return lookup.static.match(token)
         stats.misses += 1
         generation = self.generation
         started = time.perf_counter()

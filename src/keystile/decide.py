@@ -29,6 +29,9 @@ from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
 from keystile.store import KeyRecord
 from keystile.store.records import ACTIVE, DELETED, EXPIRED
 
+UPSTREAM_MEMO_SIZE = 100_000
+Upstream = tuple[tuple[str, str], ...]
+
 _STATE_REASONS = {
     EXPIRED: reasons.EXPIRED_API_KEY,
     DELETED: reasons.INVALID_API_KEY,
@@ -107,6 +110,23 @@ class Decider:
         self.routes = routes
         self.sources = tuple(sources)
         self.clock = clock
+        # (id(record), id(route)) -> (record, headers); the record is kept so that
+        # its id cannot be reused by a later object. Routes live as long as we do.
+        self._upstream: dict[tuple[int, int], tuple[KeyRecord, Upstream]] = {}
+
+    def upstream_headers(self, record: KeyRecord, route: Route | None) -> Upstream:
+        """Identity plus injected headers for this key on this route (built once)."""
+        memo_key = (id(record), id(route))
+        memo = self._upstream.get(memo_key)
+        if memo is not None and memo[0] is record:
+            return memo[1]
+        headers = identity_headers(record, route)
+        if route is not None:
+            headers.extend((name, secret.value) for name, secret in route.inject)
+        if len(self._upstream) >= UPSTREAM_MEMO_SIZE:
+            self._upstream.clear()
+        self._upstream[memo_key] = (record, tuple(headers))
+        return tuple(headers)
 
     async def decide(self, facts: Facts) -> Decision:
         if facts.target is None:
@@ -134,9 +154,6 @@ class Decider:
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
-            return Decision(None, record, None, tuple(identity_headers(record, None)))
-        if not has_scopes(record.scopes, route.scopes):
+        elif not has_scopes(record.scopes, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
-        upstream = identity_headers(record, route)
-        upstream.extend((name, secret.value) for name, secret in route.inject)
-        return Decision(None, record, route, tuple(upstream))
+        return Decision(None, record, route, self.upstream_headers(record, route))

@@ -167,13 +167,16 @@ class Hasher:
         if scheme == SCHEME_HMAC_SHA256:
             if not self._pepper:
                 raise ValueError("hash scheme hmac-sha256 needs KEYSTILE_PEPPER")
-            return hmac.new(self._pepper, data, hashlib.sha256).hexdigest()
+            return hmac.digest(self._pepper, data, "sha256").hex()
         raise ValueError(f"unknown hash scheme {scheme!r}")
 
     def candidates(self, token: str) -> tuple[tuple[str, str], ...]:
         """Every (scheme, digest) under which ``token`` may be stored, preferred first."""
-        schemes = (SCHEME_HMAC_SHA256, SCHEME_SHA256) if self._pepper else (SCHEME_SHA256,)
-        return tuple((scheme, self.digest(token, scheme)) for scheme in schemes)
+        data = token.encode("utf-8", "surrogateescape")
+        plain = (SCHEME_SHA256, hashlib.sha256(data).hexdigest())
+        if self._pepper is None:
+            return (plain,)
+        return ((SCHEME_HMAC_SHA256, hmac.digest(self._pepper, data, "sha256").hex()), plain)
 
 
 def same_secret(a: str, b: str) -> bool:

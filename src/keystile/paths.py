@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 _DANGEROUS_RAW = re.compile(r"[\x00-\x20\x7f#\\]")
@@ -35,9 +36,17 @@ def parse_target(target: str) -> Target:
     if not target or len(target) > MAX_TARGET_LEN:
         raise AmbiguousPath("empty or over-long target")
     raw_path, _, query = target.partition("?")
+    if "#" in query:
+        raise AmbiguousPath("'#' in the query")
+    return Target(checked_path(raw_path), query)
+
+
+@lru_cache(maxsize=4096)
+def checked_path(raw_path: str) -> str:
+    """The decoded path, or AmbiguousPath. Cached: clients repeat the same few paths."""
     if not raw_path.startswith("/"):
         raise AmbiguousPath("target is not an absolute path")
-    if _DANGEROUS_RAW.search(raw_path) or "#" in query:
+    if _DANGEROUS_RAW.search(raw_path):
         raise AmbiguousPath("control character, space, '#' or backslash in the path")
     if _ENCODED_SEPARATOR.search(raw_path):
         raise AmbiguousPath("encoded slash, backslash or NUL in the path")
@@ -52,4 +61,4 @@ def parse_target(target: str) -> Target:
     for segment in path.split("/"):
         if segment in (".", ".."):
             raise AmbiguousPath("dot segment in the path")
-    return Target(path, query)
+    return path

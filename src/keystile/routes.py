@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -82,12 +83,19 @@ def _host_matches(wanted: str, host: str) -> bool:
     return host == wanted
 
 
-@dataclass(frozen=True, slots=True)
 class RouteTable:
-    routes: tuple[Route, ...] = ()
-    allow_unmatched: bool = True
+    """The routes in file order, and what a request matching none gets."""
 
-    def match(self, method: str, host: str, path: str) -> Route | None:
+    def __init__(self, routes: tuple[Route, ...] = (), allow_unmatched: bool = True) -> None:
+        self.routes = routes
+        self.allow_unmatched = allow_unmatched
+        # clients repeat the same few (method, host, path): remember the answers
+        self.match = lru_cache(maxsize=4096)(self._match)
+
+    def __repr__(self) -> str:
+        return f"RouteTable(routes={self.routes!r}, allow_unmatched={self.allow_unmatched})"
+
+    def _match(self, method: str, host: str, path: str) -> Route | None:
         """The first route, in file order, that matches."""
         for route in self.routes:
             if route.matches(method, host, path):

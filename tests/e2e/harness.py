@@ -37,7 +37,8 @@ def find_binary(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if found:
         return found
-    message = f"{name} is not installed (Debian: apt-get install nginx-light)"
+    package = {"nginx": "nginx-light"}.get(name, name)
+    message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
         pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
     pytest.skip(message)

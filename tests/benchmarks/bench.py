@@ -1,0 +1,201 @@
+"""Throughput and latency of the request path, side by side in one run.
+
+    python -m tests.benchmarks.bench            # full: 5 rounds x 10 s per scenario
+    python -m tests.benchmarks.bench --smoke    # a few seconds: keeps the harness alive
+
+Scenarios, interleaved round by round so that machine noise hits all alike:
+  nginx-noauth    nginx proxying to the upstream, no auth (the limit)
+  nginx-floor     the shipped nginx config, auth by a bare aiohttp handler (the floor)
+  nginx-keystile  the shipped nginx config, auth by `keystile serve` with a route that
+                  requires a scope and injects the upstream credential
+Every scenario must answer 2xx to every request, or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import orjson
+
+from tests.e2e.harness import ROOT, Keystile, Nginx, free_port, wait_for_port
+
+UPSTREAM_CONF = """
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+ROUTES = """
+[[routes]]
+name = "chat"
+path = "/v1/chat/*"
+scopes = ["chat"]
+[routes.inject]
+Authorization = { env = "BENCH_UPSTREAM_KEY", format = "Bearer {}" }
+"""
+
+
+@contextmanager
+def process(args: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **kwargs)  # type: ignore[call-overload]  # fmt: skip
+    try:
+        wait_for_port(port, proc=proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def nginx_globals(prefix: Path) -> str:
+    return f"daemon off; pid {prefix}/nginx.pid; error_log {prefix}/error.log error;"
+
+
+@contextmanager
+def plain_nginx(workdir: Path, name: str, conf: str, port: int) -> Iterator[int]:
+    prefix = workdir / name
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(conf)
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    with process([binary, "-p", str(prefix), "-c", "nginx.conf", "-g", nginx_globals(prefix)],
+                 port):  # fmt: skip
+        yield port
+
+
+def no_auth_conf(port: int, upstream: int) -> str:
+    return f"""
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream api {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def shipped_nginx(workdir: Path, auth_port: int, upstream: int) -> Iterator[int]:
+    nginx = Nginx(workdir, auth_port, upstream)
+    conf = nginx.prefix / "nginx.conf"
+    conf.write_text(conf.read_text().replace("http {", "http {\n    access_log off;", 1))
+    nginx.start()
+    try:
+        yield nginx.port
+    finally:
+        nginx.stop()
+
+
+def wrk(port: int, path: str, key: str, seconds: float, connections: int) -> tuple[float, float]:
+    """(requests per second, p99 latency in ms); fails on any non-2xx answer."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "-H", f"x-api-key: {key}", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    assert p99 is not None, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return rps, float(p99.group(1)) * scale
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="1 round of 1 s: checks the harness")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.seconds = 1, 1.0
+    for tool in ("wrk", "nginx"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            print(f"{tool} is missing: apt-get install nginx-light wrk", file=sys.stderr)
+            return 2
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        (workdir / "keystile.toml").write_text(ROUTES)
+        env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
+               "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
+               "BENCH_UPSTREAM_KEY": "sk-bench-upstream"}  # fmt: skip
+        keystile = Keystile(workdir, env)
+        created = keystile.cli("keys", "create", "--name", "bench", "--scope", "chat", "--json")
+        key = orjson.loads(created.stdout)["key"]
+        keystile.start()
+        stack.callback(keystile.stop)
+
+        upstream = stack.enter_context(
+            plain_nginx(workdir, "upstream", UPSTREAM_CONF.format(port=(up := free_port())), up)
+        )
+        floor_port = free_port()
+        stack.enter_context(process([sys.executable, "-m", "tests.benchmarks.floor",
+                                     str(floor_port), key], floor_port, cwd=ROOT))  # fmt: skip
+        noauth_port = free_port()
+        scenarios = {
+            "nginx-noauth": stack.enter_context(
+                plain_nginx(workdir, "noauth", no_auth_conf(noauth_port, upstream), noauth_port)
+            ),
+            "nginx-floor": stack.enter_context(shipped_nginx(workdir, floor_port, upstream)),
+            "nginx-keystile": stack.enter_context(shipped_nginx(workdir, keystile.port, upstream)),
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
+        for port in scenarios.values():  # warm-up
+            wrk(port, "/v1/chat/completions", key, 1, args.connections)
+        for round_no in range(1, args.rounds + 1):
+            for name, port in scenarios.items():
+                results[name].append(
+                    wrk(port, "/v1/chat/completions", key, args.seconds, args.connections)
+                )
+            print(f"round {round_no}/{args.rounds} done", file=sys.stderr)
+    report(results, args)
+    return 0
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
+    medians = {name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
+               for name, runs in results.items()}  # fmt: skip
+    limit_rps = medians["nginx-noauth"][0]
+    floor_rps, floor_p99 = medians["nginx-floor"]
+    print(f"\n{args.rounds} rounds x {args.seconds:g} s, wrk -t1 -c{args.connections}, "
+          f"nginx 1 worker, {os.cpu_count()} cores; medians\n")  # fmt: skip
+    print(
+        f"{'scenario':<16}{'req/s':>10}{'p99 ms':>9}{'x limit':>9}{'x floor':>9}{'p99 x floor':>13}"
+    )
+    for name, (rps, p99) in medians.items():
+        print(f"{name:<16}{rps:>10.0f}{p99:>9.2f}{rps / limit_rps:>9.2f}"
+              f"{rps / floor_rps:>9.2f}{p99 / floor_p99:>13.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"\n({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    raise SystemExit(code)

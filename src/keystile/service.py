@@ -199,23 +199,19 @@ class KeyService:
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Disable a key for good; the record stays for audit. Idempotent."""
-        current = await self.store.get_key(key_id)
-        if current.revoked_at is not None:
-            return current
-        now = self.clock()
-        return await self.store.update_key(
-            key_id, {"enabled": False, "revoked_at": now, "updated_at": now}
-        )
+        return await self._retire(key_id, "revoked_at")
 
     async def delete(self, key_id: str) -> KeyRecord:
         """Soft-delete: the key stops working and leaves listings; history stays. Idempotent."""
+        return await self._retire(key_id, "deleted_at")
+
+    async def _retire(self, key_id: str, stamp: str) -> KeyRecord:
         current = await self.store.get_key(key_id)
-        if current.deleted_at is not None:
+        if getattr(current, stamp) is not None:
             return current
         now = self.clock()
-        return await self.store.update_key(
-            key_id, {"enabled": False, "deleted_at": now, "updated_at": now}
-        )
+        changes = {"enabled": False, stamp: now, "updated_at": now}
+        return await self.store.update_key(key_id, changes)
 
     async def rotate(self, key_id: str, grace: float) -> Rotation:
         """A new key with the same settings; the old one works for ``grace`` more seconds."""

@@ -44,6 +44,18 @@ def find_binary(name: str) -> str:
     pytest.skip(message)
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    """Ask a process to stop with ``sig``; kill it if it is still there after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(
     port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
@@ -138,13 +150,7 @@ class Keystile:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM)
         self.proc = None
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -196,13 +202,7 @@ class Nginx:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT)  # SIGQUIT: nginx's graceful shutdown
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
 

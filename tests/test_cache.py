@@ -66,6 +66,17 @@ async def test_negative_entry_is_dropped_when_the_hash_appears(db_path: Path, cl
         assert (await cache.find(issued.key)).id == issued.record.id
 
 
+async def test_a_change_in_this_process_is_seen_at_once(store: Store, clock: Clock) -> None:
+    cache = cached(store, clock)
+    await cache.start()
+    service = KeyService(store, Hasher(), clock=clock)
+    service.on_change.append(cache.invalidate)
+    issued = await service.create("k")
+    assert (await cache.find(issued.key)).revoked_at is None
+    await service.revoke(issued.record.id)  # no sync in between
+    assert (await cache.find(issued.key)).revoked_at is not None
+
+
 async def test_stale_cache_is_bypassed_so_a_dead_store_fails_closed(
     store: Store, clock: Clock
 ) -> None:

@@ -25,6 +25,32 @@ def test_client_ip(peer: str, xff: str | None, client: str | None) -> None:
     assert TRUSTED.client_ip(peer, xff) == client
 
 
+@pytest.mark.parametrize(
+    ("peer", "headers", "client"),
+    [
+        ("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),
+        ("127.0.0.1", {"X-Real-IP": "198.51.100.8", "X-Forwarded-For": "6.6.6.6"},
+         "198.51.100.8"),
+        ("203.0.113.5", {"X-Real-IP": "6.6.6.6", "X-Forwarded-For": "6.6.6.6"}, "203.0.113.5"),
+    ],
+)  # fmt: skip
+def test_nginx_adapter_client_ip(peer: str, headers: dict[str, str], client: str) -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from keystile.adapters.nginx import facts
+
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 40000) if name == "peername" else default
+    )
+    request = make_mocked_request(
+        "GET", "/auth/nginx", headers={"X-Original-URI": "/v1", **headers}, transport=transport
+    )
+    assert facts(request, TRUSTED).client_ip == client
+
+
 def test_bad_network_is_named() -> None:
     with pytest.raises(ValueError, match=r"'10\.0\.0\.300/8'"):
         parse_networks(["10.0.0.300/8"])

@@ -118,6 +118,13 @@ class KeyService:
         self.hasher = hasher
         self.prefix = prefix
         self.clock = clock
+        # called with the hashes of changed keys, so that a cache in this process
+        # drops them at once instead of at the next change-log sync
+        self.on_change: list[Callable[[Iterable[str]], None]] = []
+
+    def _changed(self, *records: KeyRecord) -> None:
+        for listener in self.on_change:
+            listener([record.key_hash for record in records])
 
     def _issue(self, now: float, **fields: Any) -> Issued:
         key = keys.generate(self.prefix)
@@ -151,6 +158,7 @@ class KeyService:
             metadata=check_metadata(metadata or {}),
         )
         await self.store.insert_keys([issued.record])
+        self._changed(issued.record)
         return issued
 
     async def list(
@@ -195,7 +203,9 @@ class KeyService:
         if not changes:
             return current
         changes["updated_at"] = now
-        return await self.store.update_key(key_id, changes)
+        updated = await self.store.update_key(key_id, changes)
+        self._changed(updated)
+        return updated
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Disable a key for good; the record stays for audit. Idempotent."""
@@ -211,7 +221,9 @@ class KeyService:
             return current
         now = self.clock()
         changes = {"enabled": False, stamp: now, "updated_at": now}
-        return await self.store.update_key(key_id, changes)
+        updated = await self.store.update_key(key_id, changes)
+        self._changed(updated)
+        return updated
 
     async def rotate(self, key_id: str, grace: float) -> Rotation:
         """A new key with the same settings; the old one works for ``grace`` more seconds."""
@@ -239,4 +251,5 @@ class KeyService:
             old_end = min(old_end, old.expires_at)
         old_changes = {"expires_at": old_end, "replaced_by": issued.record.id, "updated_at": now}
         old, new = await self.store.replace_key(key_id, old_changes, issued.record)
+        self._changed(old, new)
         return Rotation(old, Issued(new, issued.key))

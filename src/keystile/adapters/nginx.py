@@ -1,8 +1,9 @@
 """nginx ``auth_request`` at ``/auth/nginx``.
 
 nginx sends the client's headers (no body) plus, from our shipped config,
-``X-Original-URI``, ``X-Original-Method`` and ``X-Real-IP``; these are believed
-only from a trusted proxy. nginx allows on 2xx, denies on 401/403 and turns
+``X-Original-URI``, ``X-Original-Method`` and ``X-Real-IP`` (else
+``X-Forwarded-For``, read right to left); these are believed only from a
+trusted proxy. nginx allows on 2xx, denies on 401/403 and turns
 every other status into a 500, so a rate limit travels as 403 with
 ``X-Keystile-Status: 429``; the shipped config turns it back into a 429.
 """
@@ -27,7 +28,8 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
             host=request.host,
             target=headers.get("X-Original-URI"),
             headers=headers,
-            client_ip=headers.get("X-Real-IP") or peer,
+            client_ip=headers.get("X-Real-IP")
+            or trusted.client_ip(peer, headers.get("X-Forwarded-For")),
         )
     return Facts("nginx", request.method, request.host, None, headers, peer)
 

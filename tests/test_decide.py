@@ -123,6 +123,21 @@ async def test_allow_carries_identity_and_injection(world: World) -> None:
     }
 
 
+@pytest.mark.parametrize("name", ["X_Keystile_Owner", "x-keystile_route", "X_API_KEY"])
+async def test_underscore_spellings_of_managed_headers_are_denied(world: World, name: str) -> None:
+    decision = await world.decider.decide(
+        facts("/v1/chat/x", bearer(world.keys["chat"]), (name, "forged"))
+    )
+    assert decision.reason is not None and decision.reason.outcome is Outcome.FORBIDDEN
+
+
+async def test_unrelated_underscore_headers_are_fine(world: World) -> None:
+    decision = await world.decider.decide(
+        facts("/v1/chat/x", bearer(world.keys["chat"]), ("X_Trace_Id", "1"))
+    )
+    assert decision.allowed
+
+
 async def test_two_keys_deny_even_if_both_valid(world: World) -> None:
     both = (bearer(world.keys["chat"]), ("x-api-key", world.keys["memory"]))
     decision = await world.decider.decide(facts("/v1/models", *both))

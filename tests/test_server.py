@@ -80,6 +80,19 @@ async def test_allow_and_deny(client: TestClient, key: str) -> None:
     assert "sk-up-secret" not in str(denied.headers) and "X-Keystile-Key-Id" not in denied.headers
 
 
+async def test_envoy_and_forward_endpoints(client: TestClient, key: str) -> None:
+    envoy = await client.post("/auth/envoy/v1/chat/completions?x=1",
+                              headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    assert envoy.status == 200 and envoy.headers["X-Keystile-Route"] == "chat"
+    assert "x-api-key" in envoy.headers["x-envoy-auth-headers-to-remove"]
+    forwarded = {"X-Forwarded-Uri": "/v1/chat/completions", "X-Forwarded-Method": "POST"}
+    forward = await client.get("/auth/forward", headers={**forwarded, "x-api-key": key})
+    assert forward.status == 200 and forward.headers["X-Api-Key"] == ""
+    denied = await client.get("/auth/envoy/v1/chat/completions")
+    assert denied.status == 401
+    assert (await denied.json())["error"]["code"] == "missing_api_key"
+
+
 async def test_untrusted_peer_cannot_choose_the_uri(
     aiohttp_client,
     settings: config.Settings,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,6 +12,7 @@ class Headers(Protocol):
 
     def get(self, key: str, /) -> str | None: ...
     def getall(self, key: str, default: list[str], /) -> list[str]: ...
+    def __iter__(self) -> Iterator[str]: ...
 
 
 class ConflictingCredentials(ValueError):

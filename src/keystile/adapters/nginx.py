@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.adapters.base import JSON, Adapter, deny_headers, error_body
+from keystile.adapters.base import Adapter, deny_response
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 from keystile.reasons import Outcome
@@ -38,13 +38,12 @@ def render(decision: Decision) -> web.Response:
     reason = decision.reason
     if reason is None:
         return web.Response(status=200, headers=decision.upstream)
-    headers = deny_headers(decision)
-    headers["X-Keystile-Message"] = reason.message
-    status = reason.outcome.value
+    extra = {"X-Keystile-Message": reason.message}
     if reason.outcome is Outcome.RATE_LIMITED:
-        headers["X-Keystile-Status"] = "429"
-        status = 403  # 403, not 429: nginx turns any status but 2xx/401/403 into a 500
-    return web.Response(status=status, body=error_body(reason), headers=headers, content_type=JSON)
+        extra["X-Keystile-Status"] = "429"
+        # 403, not 429: nginx turns any status but 2xx/401/403 into a 500
+        return deny_response(decision, status=403, extra=extra)
+    return deny_response(decision, extra=extra)
 
 
 ADAPTER = Adapter(name="nginx", path="/auth/nginx", facts=facts, render=render)

@@ -1,0 +1,216 @@
+"""The same black-box checks through every proxy, each running our shipped config:
+a request gets the same decision whichever proxy asked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from tests.e2e.harness import Keystile, Reply, Stack, Upstream, running_stack
+
+UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
+PROXIES = ["nginx", "envoy", "caddy"]
+CONFIG = """
+[[routes]]
+name = "chat"
+path = "/v1/chat/*"
+methods = ["GET", "POST"]
+scopes = ["chat"]
+[routes.inject]
+Authorization = { env = "E2E_UPSTREAM_KEY", format = "Bearer {}" }
+
+[[routes]]
+name = "models"
+path = "/v1/models"
+[routes.inject]
+X-Api-Key = { env = "E2E_UPSTREAM_KEY" }
+"""
+IDENTITY = ["X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner", "X-Keystile-Scopes",
+            "X-Keystile-Route"]  # fmt: skip
+
+
+def create_key(keystile: Keystile, *args: str) -> tuple[str, str]:
+    data = orjson.loads(keystile.cli("keys", "create", "--json", *args).stdout)
+    return data["id"], data["key"]
+
+
+@pytest.fixture(scope="module", params=PROXIES)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp(f"{request.param}-e2e")
+    (workdir / "keystile.toml").write_text(CONFIG)
+    env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
+           "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
+           "E2E_UPSTREAM_KEY": UPSTREAM_SECRET}  # fmt: skip
+    yield from running_stack(workdir, env, request.param)
+
+
+@pytest.fixture
+def upstream(stack: Stack) -> Upstream:
+    stack.upstream.seen.clear()
+    return stack.upstream
+
+
+@pytest.fixture(scope="module")
+def keys(stack: Stack) -> dict[str, tuple[str, str]]:
+    ks = stack.keystile
+    made = {
+        "chat": create_key(ks, "--name", "chat client", "--scope", "chat", "--owner", "ana"),
+        "memory": create_key(ks, "--name", "memory only", "--scope", "memory"),
+        "revoked": create_key(ks, "--name", "gone", "--scope", "chat"),
+        "expiring": create_key(ks, "--name", "short", "--scope", "chat", "--expires-at",
+                               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))),
+        "other": create_key(ks, "--name", "other", "--scope", "chat"),
+    }  # fmt: skip
+    ks.cli("keys", "revoke", made["revoked"][0])
+    time.sleep(2.2)  # "expiring" expires; the revocation reaches the cache
+    return made
+
+
+def error_of(reply: Reply) -> dict[str, str]:
+    data = orjson.loads(reply.body)
+    assert set(data["error"]) == {"message", "type", "code"}, data
+    return data["error"]
+
+
+def no_secret_in(reply: Reply, *secrets: str) -> None:
+    for secret in (UPSTREAM_SECRET, *secrets):
+        assert secret not in reply.text()
+
+
+def test_valid_key_reaches_upstream_with_credential_and_identity(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]]
+) -> None:
+    key_id, key = keys["chat"]
+    reply = stack.request("POST", "/v1/chat/completions?stream=false",
+                          [("Authorization", f"Bearer {key}")], b'{"model": "x"}')  # fmt: skip
+    assert reply.status == 200, reply.text()
+    no_secret_in(reply, key)
+    (seen,) = upstream.seen
+    assert (seen.method, seen.path, seen.body) == (
+        "POST", "/v1/chat/completions?stream=false", b'{"model": "x"}')  # fmt: skip
+    assert seen.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
+    assert seen.header("X-Keystile-Key-Id") == [key_id]
+    assert seen.header("X-Keystile-Owner") == ["ana"]
+    assert seen.header("X-Keystile-Scopes") == ["chat"]
+    assert seen.header("X-Keystile-Route") == ["chat"]
+    assert not any(key in value for _, value in seen.headers)
+
+
+def test_x_api_key_is_replaced_by_the_injected_one(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]]
+) -> None:
+    _, key = keys["chat"]
+    reply = stack.request("GET", "/v1/models", [("x-api-key", key)])
+    assert reply.status == 200, reply.text()
+    (seen,) = upstream.seen
+    assert seen.header("X-Api-Key") == [UPSTREAM_SECRET]
+    assert [v for v in seen.header("Authorization") if v] == []
+    assert not any(key in value for _, value in seen.headers)
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [(None, "missing_api_key"), ("bogus", "invalid_api_key"), ("foreign", "invalid_api_key"),
+     ("revoked", "revoked_api_key"), ("expiring", "expired_api_key")],
+)  # fmt: skip
+def test_bad_keys_are_401_json_and_never_forwarded(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]], who: str | None, code: str
+) -> None:
+    tokens = {"bogus": "ks_" + "A" * 49, "foreign": "not-a-keystile-key",
+              **{name: pair[1] for name, pair in keys.items()}}  # fmt: skip
+    headers = [("Authorization", f"Bearer {tokens[who]}")] if who else []
+    reply = stack.request("POST", "/v1/chat/completions", headers, b"{}")
+    assert reply.status == 401, reply.text()
+    assert (reply.header("WWW-Authenticate") or "").startswith("Bearer")
+    assert error_of(reply)["code"] == code
+    assert upstream.seen == []
+    no_secret_in(reply)
+    assert not any(reply.header(name) for name in IDENTITY)
+
+
+def test_wrong_scope_and_unmatched_route_are_403(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]]
+) -> None:
+    wrong = stack.request("POST", "/v1/chat/completions", [("x-api-key", keys["memory"][1])])
+    assert wrong.status == 403 and error_of(wrong)["code"] == "insufficient_scope"
+    unmatched = stack.request("GET", "/admin", [("x-api-key", keys["chat"][1])])
+    assert unmatched.status == 403 and error_of(unmatched)["code"] == "route_not_allowed"
+    assert upstream.seen == []
+    for reply in (wrong, unmatched):
+        no_secret_in(reply)
+        assert not any(reply.header(name) for name in IDENTITY)
+
+
+def test_two_different_keys_are_denied(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]]
+) -> None:
+    both = [("Authorization", f"Bearer {keys['chat'][1]}"), ("x-api-key", keys["other"][1])]
+    reply = stack.request("GET", "/v1/chat/x", both)
+    assert reply.status == 401 and error_of(reply)["code"] == "invalid_api_key"
+    assert upstream.seen == []
+
+
+def test_forged_identity_and_credentials_never_reach_upstream(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]]
+) -> None:
+    key_id, key = keys["other"]  # no owner: X-Keystile-Owner has no real value
+    forged = [("x-api-key", key), ("X-Keystile-Key-Id", "key_forged"),
+              ("x-keystile-owner", "root"), ("X-KEYSTILE-SCOPES", "admin")]  # fmt: skip
+    reply = stack.request("POST", "/v1/chat/completions", forged, b"{}")
+    assert reply.status == 200, reply.text()
+    (seen,) = upstream.seen
+    assert seen.header("X-Keystile-Key-Id") == [key_id]
+    assert seen.header("X-Keystile-Scopes") == ["chat"]
+    assert [v for v in seen.header("X-Keystile-Owner") if v] == []
+    assert [v for v in seen.header("X-Api-Key") if v] == []  # the client's key is gone
+    assert "forged" not in str(seen.headers) and "root" not in str(seen.headers)
+
+
+@pytest.mark.parametrize("name", ["X_Keystile_Owner", "x-keystile_route", "X_Api_Key"])
+def test_underscore_spellings_never_reach_upstream(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]], name: str
+) -> None:
+    reply = stack.request("GET", "/v1/chat/x", [("x-api-key", keys["chat"][1]), (name, "forged")])
+    for seen in upstream.seen:  # refused by the proxy or by keystile, or dropped
+        assert not any("_" in header for header, _ in seen.headers), seen.headers
+    assert reply.status in (200, 400, 403), reply.text()
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/chat/../admin", "/v1/chat/%2e%2e/admin", "/v1/chat%2fcompletions",
+     "/v1/chat/%252e%252e/admin", "/v1/chat/x%00y", "/v1/chat/x%5cy", "/v1//chat/x",
+     "/v1/chat/./x"],
+)  # fmt: skip
+def test_path_tricks_never_reach_a_path_outside_the_route(
+    stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]], target: str
+) -> None:
+    reply = stack.request("GET", target, [("x-api-key", keys["chat"][1])])
+    if reply.status == 200:  # a proxy that normalises first decides on what it forwards
+        (seen,) = upstream.seen
+        assert seen.path.startswith("/v1/chat/"), seen.path
+        assert not any(bad in seen.path.lower() for bad in ("..", "%2f", "%5c", "%00", "//"))
+    else:
+        assert reply.status in (400, 403), reply.text()
+        assert upstream.seen == []
+
+
+def test_keystile_down_means_no_upstream_hit(
+    stack: Stack, keys: dict[str, tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {k: v for k, v in stack.keystile.env.items() if k.startswith(("KEYSTILE_", "E2E_"))}
+    env.pop("KEYSTILE_LISTEN")
+    workdir = tmp_path_factory.mktemp(f"{stack.proxy.kind}-down")
+    for own in running_stack(workdir, env, stack.proxy.kind):
+        assert own.request("GET", "/v1/chat/x", [("x-api-key", keys["chat"][1])]).status == 200
+        own.keystile.stop()
+        own.upstream.seen.clear()
+        reply = own.request("GET", "/v1/chat/x", [("x-api-key", keys["chat"][1])])
+        assert reply.status in (502, 503), reply.text()
+        assert own.upstream.seen == []
+        no_secret_in(reply, keys["chat"][1])

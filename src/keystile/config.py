@@ -115,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Path of the TOML config file.", _text),
     Setting("listen", "KEYSTILE_LISTEN", "server.listen", "127.0.0.1:8700",
             "Address the server listens on, HOST:PORT.", _listen),
+    Setting("admin_listen", "KEYSTILE_ADMIN_LISTEN", "server.admin_listen", None,
+            "Serve the admin API (/api/v1) on this HOST:PORT only; unset: on the main "
+            "listener.", _listen),
     Setting("db", "KEYSTILE_DB", "store.db", default_db_path,
             "Key store: an SQLite file path (or sqlite:///path). Created 0600, folder 0700.", _db),
     Setting("pepper", "KEYSTILE_PEPPER", None, None,
@@ -160,6 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True, slots=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8700)
+    admin_listen: tuple[str, int] | None = None
     db: Path = Path("keystile.db")
     pepper: str | None = field(default=None, repr=False)
     pepper_file: str | None = None
@@ -276,7 +280,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         value = getattr(settings, setting.name)
         if setting.secret:
             shown = "(set)" if value else "(not set)"
-        elif isinstance(value, tuple) and setting.name == "listen":
+        elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen"):
             shown = f"{value[0]}:{value[1]}"
         elif isinstance(value, frozenset):
             shown = ",".join(sorted(value)) or "-"

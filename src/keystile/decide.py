@@ -90,7 +90,7 @@ def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, 
     headers = [
         ("X-Keystile-Key-Id", record.id),
         ("X-Keystile-Key-Name", _header_value(record.name)),
-        ("X-Keystile-Scopes", ",".join(record.scopes)),
+        ("X-Keystile-Scopes", ",".join(record.granted)),
     ]
     if record.owner:
         headers.append(("X-Keystile-Owner", _header_value(record.owner)))
@@ -179,6 +179,6 @@ class Decider:
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
-        elif not has_scopes(record.scopes, route.scopes):
+        elif not has_scopes(record.granted, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
         return self.allow(record, route)

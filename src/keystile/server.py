@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from keystile import logs
+from keystile.accounts import AccountService
 from keystile.adapters import ADAPTERS, Adapter
+from keystile.admin import PREFIX, admin_app
+from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
@@ -19,6 +23,7 @@ from keystile.decide import Decider
 from keystile.errors import StoreError
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
+from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 
@@ -27,6 +32,7 @@ STORE = web.AppKey("store", Store)
 CACHE = web.AppKey("cache", CachedLookup)
 METRICS = web.AppKey("metrics", Metrics)
 DECIDER = web.AppKey("decider", Decider)
+ADMIN_APP = web.AppKey("admin_app", web.Application)
 
 log = logging.getLogger("keystile.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,6 +123,11 @@ def make_app(settings: Settings) -> web.Application:
         app[STORE], app[CACHE] = store, cache
         app[METRICS].cache = cache
         app[DECIDER] = Decider(cache, settings.routes, settings.credential_headers)
+        keys = KeyService(store, lookup.hasher, settings.key_prefix)
+        keys.on_change.append(cache.invalidate)  # same process: at once
+        app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
+            keys, AccountService(keys), cache, settings.routes, settings.credential_headers
+        )
         syncing = asyncio.create_task(_sync_forever(cache, settings.poll_interval))
         yield
         syncing.cancel()
@@ -125,22 +136,48 @@ def make_app(settings: Settings) -> web.Application:
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    app[ADMIN_APP] = admin_app()
+    if settings.admin_listen is None:
+        app.add_subapp(PREFIX, app[ADMIN_APP])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
 
 
+async def _serve(settings: Settings) -> None:
+    app = make_app(settings)
+    runners = [web.AppRunner(app, access_log=None)]
+    await runners[0].setup()  # opens the store; the admin app gets its context here
+    sites = [web.TCPSite(runners[0], *settings.listen)]
+    if settings.admin_listen is not None:
+        runners.append(web.AppRunner(app[ADMIN_APP], access_log=None))
+        await runners[1].setup()
+        sites.append(web.TCPSite(runners[1], *settings.admin_listen))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for site in sites:
+            await site.start()
+        host, port = settings.listen
+        log.info("listening on http://%s:%d, store %s", host, port, settings.db)
+        if settings.admin_listen is not None:
+            log.info("admin API on http://%s:%d%s", *settings.admin_listen, PREFIX)
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM, on uvloop when it is installed."""
     logs.setup()
-    host, port = settings.listen
-    loop = None
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
-        pass
+        asyncio.run(_serve(settings))
     else:
-        loop = uvloop.new_event_loop()
-    log.info("listening on http://%s:%d, store %s", host, port, settings.db)
-    web.run_app(make_app(settings), host=host, port=port, access_log=None, print=None, loop=loop)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(settings))

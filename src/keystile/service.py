@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from keystile import keys
+from keystile.clientip import parse_networks
 from keystile.errors import Conflict, InvalidInput
 from keystile.keys import Hasher
-from keystile.store import KeyRecord, Store
+from keystile.store import Audit, KeyRecord, Store
 from keystile.store.records import ACTIVE
 
 SCOPE_RE = re.compile(r"[a-z0-9*][a-z0-9:._*-]{0,63}")
@@ -98,6 +99,33 @@ def check_owner(owner: str | None) -> str | None:
     return owner
 
 
+LIMIT_NAMES = ("per_second", "per_minute", "per_hour", "per_day", "quota_day", "quota_month")
+
+
+def check_allowed_ips(items: Iterable[str] | None) -> tuple[str, ...] | None:
+    """CIDRs or addresses, normalised; None or a list holding "*" means any address."""
+    if items is None:
+        return None
+    items = list(items)
+    if "*" in items:
+        return None
+    try:
+        return tuple(str(network) for network in parse_networks(items))
+    except ValueError as exc:
+        raise InvalidInput("allowed_ips", str(exc)) from None
+
+
+def check_limits(limits: Mapping[str, Any]) -> dict[str, int]:
+    checked = {}
+    for name, value in limits.items():
+        if name not in LIMIT_NAMES:
+            raise InvalidInput("limits", f"{name!r} is not one of {', '.join(LIMIT_NAMES)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidInput(f"limits.{name}", f"{value!r} must be a whole number of 1 or more")
+        checked[name] = value
+    return checked
+
+
 def check_expiry(expires_at: float | None, now: float) -> float | None:
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at", "is in the past")
@@ -145,19 +173,28 @@ class KeyService:
         *,
         scopes: Iterable[str] = (),
         owner: str | None = None,
+        user_id: str | None = None,
         expires_at: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        allowed_ips: Iterable[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
+        actor: str = "cli",
     ) -> Issued:
         now = self.clock()
+        if user_id is not None:
+            owner = owner or (await self.store.get_user(user_id)).external_id
         issued = self._issue(
             now,
             name=check_name(name),
             scopes=check_scopes(scopes),
             owner=check_owner(owner),
+            user_id=user_id,
             expires_at=check_expiry(expires_at, now),
             metadata=check_metadata(metadata or {}),
+            allowed_ips=check_allowed_ips(allowed_ips),
+            limits=check_limits(limits or {}),
         )
-        await self.store.insert_keys([issued.record])
+        await self.store.insert_keys([issued.record], Audit(actor, "key.create"))
         self._changed(issued.record)
         return issued
 
@@ -181,8 +218,12 @@ class KeyService:
         expires_at: float | None = UNSET,
         metadata: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
+        allowed_ips: Iterable[str] | None = UNSET,
+        limits: Mapping[str, Any] | None = None,
+        actor: str = "cli",
     ) -> KeyRecord:
-        """Change the given fields; UNSET/None leave a field alone (None clears expiry/owner)."""
+        """Change the given fields; UNSET/None leave a field alone (None clears expiry/owner;
+        allowed_ips None means any address)."""
         now = self.clock()
         changes: dict[str, Any] = {}
         if name is not None:
@@ -197,35 +238,50 @@ class KeyService:
             changes["metadata"] = check_metadata(metadata)
         if enabled is not None:
             changes["enabled"] = enabled
+        if allowed_ips is not UNSET:
+            changes["allowed_ips"] = check_allowed_ips(allowed_ips)
+        if limits is not None:
+            changes["limits"] = check_limits(limits)
         current = await self.store.get_key(key_id)
         if current.deleted_at is not None:
             raise Conflict(f"key {key_id} is deleted and cannot be changed")
         if not changes:
             return current
         changes["updated_at"] = now
-        updated = await self.store.update_key(key_id, changes)
+        updated = await self.store.update_key(key_id, changes, Audit(actor, "key.update"))
         self._changed(updated)
         return updated
 
-    async def revoke(self, key_id: str) -> KeyRecord:
+    async def revoke(self, key_id: str, actor: str = "cli") -> KeyRecord:
         """Disable a key for good; the record stays for audit. Idempotent."""
-        return await self._retire(key_id, "revoked_at")
+        return await self._retire(key_id, "revoked_at", Audit(actor, "key.revoke"))
 
-    async def delete(self, key_id: str) -> KeyRecord:
+    async def expire(self, key_id: str, actor: str = "cli") -> KeyRecord:
+        """Expire a key now; the record stays for audit."""
+        current = await self.store.get_key(key_id)
+        now = self.clock()
+        if current.state(now) != ACTIVE:
+            return current
+        changes = {"expires_at": now, "updated_at": now}
+        updated = await self.store.update_key(key_id, changes, Audit(actor, "key.expire"))
+        self._changed(updated)
+        return updated
+
+    async def delete(self, key_id: str, actor: str = "cli") -> KeyRecord:
         """Soft-delete: the key stops working and leaves listings; history stays. Idempotent."""
-        return await self._retire(key_id, "deleted_at")
+        return await self._retire(key_id, "deleted_at", Audit(actor, "key.delete"))
 
-    async def _retire(self, key_id: str, stamp: str) -> KeyRecord:
+    async def _retire(self, key_id: str, stamp: str, audit: Audit) -> KeyRecord:
         current = await self.store.get_key(key_id)
         if getattr(current, stamp) is not None:
             return current
         now = self.clock()
         changes = {"enabled": False, stamp: now, "updated_at": now}
-        updated = await self.store.update_key(key_id, changes)
+        updated = await self.store.update_key(key_id, changes, audit)
         self._changed(updated)
         return updated
 
-    async def rotate(self, key_id: str, grace: float) -> Rotation:
+    async def rotate(self, key_id: str, grace: float, actor: str = "cli") -> Rotation:
         """A new key with the same settings; the old one works for ``grace`` more seconds."""
         if grace < 0:
             raise InvalidInput("grace", f"{grace} must not be negative")
@@ -245,11 +301,16 @@ class KeyService:
             expires_at=old.expires_at,
             origin="rotated",
             rotated_from=old.id,
+            user_id=old.user_id,
+            allowed_ips=old.allowed_ips,
+            limits=old.limits,
         )
         old_end = now + grace
         if old.expires_at is not None:
             old_end = min(old_end, old.expires_at)
         old_changes = {"expires_at": old_end, "replaced_by": issued.record.id, "updated_at": now}
-        old, new = await self.store.replace_key(key_id, old_changes, issued.record)
+        old, new = await self.store.replace_key(
+            key_id, old_changes, issued.record, Audit(actor, "key.rotate")
+        )
         self._changed(old, new)
         return Rotation(old, Issued(new, issued.key))

@@ -1,6 +1,9 @@
 """The key store: records, migrations and the SQLite backend."""
 
-from keystile.store.records import STATES, KeyRecord
+from keystile.store.base import Audit
+from keystile.store.keys import KeyFilter
+from keystile.store.records import STATES, AuditEntry, Group, KeyRecord, Team, User
 from keystile.store.sqlite import Store
 
-__all__ = ["STATES", "KeyRecord", "Store"]
+__all__ = ["STATES", "Audit", "AuditEntry", "Group", "KeyFilter", "KeyRecord", "Store", "Team",
+           "User"]  # fmt: skip

@@ -18,8 +18,9 @@ STATES = (ACTIVE, EXPIRED, DISABLED, REVOKED, DELETED)
 COLUMNS = (
     "id", "key_hash", "hash_scheme", "display_prefix", "name", "owner", "scopes", "metadata",
     "created_at", "updated_at", "last_used_at", "expires_at", "enabled", "revoked_at",
-    "deleted_at", "origin", "rotated_from", "replaced_by",
+    "deleted_at", "origin", "rotated_from", "replaced_by", "user_id", "allowed_ips", "limits",
 )  # fmt: skip
+_JSON_COLUMNS = ("scopes", "metadata", "limits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,18 @@ class KeyRecord:
     origin: str = "created"
     rotated_from: str | None = None
     replaced_by: str | None = None
+    user_id: str | None = None
+    allowed_ips: tuple[str, ...] | None = None  # None: any address
+    limits: dict[str, Any] = field(default_factory=dict)
+    # from the key's groups (not columns of the key)
+    groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
+    granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
+
+    def __post_init__(self) -> None:
+        granted = set(self.scopes)
+        for _, _, scopes in self.groups:
+            granted.update(scopes)
+        object.__setattr__(self, "granted", tuple(sorted(granted)))
 
     def state(self, now: float) -> str:
         """The key's state at ``now``; only ``active`` keys authenticate."""
@@ -62,22 +75,27 @@ class KeyRecord:
         values = []
         for name in COLUMNS:
             value = getattr(self, name)
-            if name == "scopes":
-                value = orjson.dumps(list(value)).decode()
-            elif name == "metadata":
-                value = orjson.dumps(value).decode()
+            if name in _JSON_COLUMNS or (name == "allowed_ips" and value is not None):
+                value = orjson.dumps(list(value) if isinstance(value, tuple) else value).decode()
             elif name == "enabled":
                 value = int(value)
             values.append(value)
         return tuple(values)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> KeyRecord:
+    def from_row(
+        cls,
+        row: sqlite3.Row | tuple[Any, ...],
+        groups: tuple[tuple[str, str, tuple[str, ...]], ...] = (),
+    ) -> KeyRecord:
         data = dict(zip(COLUMNS, row, strict=True))
         data["scopes"] = tuple(orjson.loads(data["scopes"]))
         data["metadata"] = orjson.loads(data["metadata"])
+        data["limits"] = orjson.loads(data["limits"])
+        if data["allowed_ips"] is not None:
+            data["allowed_ips"] = tuple(orjson.loads(data["allowed_ips"]))
         data["enabled"] = bool(data["enabled"])
-        return cls(**data)
+        return cls(**data, groups=groups)
 
     def public(self, now: float) -> dict[str, Any]:
         """What listings show: everything but the hash."""
@@ -100,4 +118,65 @@ class KeyRecord:
             "hash_scheme": self.hash_scheme,
             "rotated_from": self.rotated_from,
             "replaced_by": self.replaced_by,
+            "user_id": self.user_id,
+            "allowed_ips": None if self.allowed_ips is None else list(self.allowed_ips),
+            "limits": self.limits,
+            "groups": [name for _, name, _ in self.groups],
+            "granted_scopes": list(self.granted),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    limits: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "limits": self.limits,
+                "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    external_id: str
+    created_at: float
+    updated_at: float
+    team_id: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "external_id": self.external_id, "team_id": self.team_id,
+                "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    scopes: tuple[str, ...] = ()
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "scopes": list(self.scopes),
+                "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    def public(self) -> dict[str, Any]:
+        return {"seq": self.seq, "at": self.at, "actor": self.actor, "action": self.action,
+                "target_type": self.target_type, "target_id": self.target_id,
+                "before": self.before, "after": self.after}  # fmt: skip

@@ -1,0 +1,121 @@
+"""Teams, users and groups: managed through here by the CLI and the admin API.
+
+A key belongs to a user and through the user to a team; a group grants scopes
+(and so routes) to every key in it. Every change is audited, and changes that
+alter what keys may do reach this process's cache at once (other processes
+through the store's change log).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from keystile.errors import InvalidInput
+from keystile.service import KeyService, check_limits, check_scopes, new_key_id
+from keystile.store import Audit, Group, KeyFilter, Team, User
+
+GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,320}")
+
+
+def _printable(field: str, value: str) -> str:
+    value = value.strip()
+    if not _PRINTABLE_RE.fullmatch(value):
+        raise InvalidInput(field, f"{value!r} must be 1-320 printable characters")
+    return value
+
+
+def _group_name(name: str) -> str:
+    if not GROUP_NAME_RE.fullmatch(name):
+        raise InvalidInput("name", f"{name!r}: use lower-case letters, digits and _.- (max 64)")
+    return name
+
+
+def new_id(kind: str) -> str:
+    return kind + new_key_id()[3:]
+
+
+class AccountService:
+    def __init__(self, keys: KeyService) -> None:
+        self.keys = keys
+        self.store = keys.store
+
+    # -- teams and users --------------------------------------------------------------
+
+    async def create_team(
+        self, name: str, limits: Mapping[str, Any] | None = None, actor: str = "cli"
+    ) -> Team:
+        now = self.keys.clock()
+        team = Team(new_id("team"), _printable("name", name), now, now, check_limits(limits or {}))
+        return await self.store.insert_team(team, Audit(actor, "team.create"))
+
+    async def update_team(
+        self,
+        team_id: str,
+        name: str | None = None,
+        limits: Mapping[str, Any] | None = None,
+        actor: str = "cli",
+    ) -> Team:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = _printable("name", name)
+        if limits is not None:
+            changes["limits"] = check_limits(limits)
+        team = await self.store.update_team(team_id, changes, Audit(actor, "team.update"))
+        await self._changed_keys(KeyFilter(include_inactive=True, team_id=team_id))
+        return team
+
+    async def create_user(
+        self, external_id: str, team_id: str | None = None, actor: str = "cli"
+    ) -> User:
+        now = self.keys.clock()
+        user = User(new_id("user"), _printable("external_id", external_id), now, now, team_id)
+        return await self.store.insert_user(user, Audit(actor, "user.create"))
+
+    # -- groups -------------------------------------------------------------------------
+
+    async def create_group(
+        self, name: str, scopes: Iterable[str] = (), actor: str = "cli"
+    ) -> Group:
+        now = self.keys.clock()
+        group = Group(new_id("group"), _group_name(name), now, now, check_scopes(scopes))
+        return await self.store.insert_group(group, Audit(actor, "group.create"))
+
+    async def update_group(
+        self,
+        group_id: str,
+        name: str | None = None,
+        scopes: Iterable[str] | None = None,
+        actor: str = "cli",
+    ) -> Group:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = _group_name(name)
+        if scopes is not None:
+            changes["scopes"] = check_scopes(scopes)
+        group = await self.store.update_group(group_id, changes, Audit(actor, "group.update"))
+        await self._changed_keys(KeyFilter(include_inactive=True, group_id=group_id))
+        return group
+
+    async def delete_group(self, group_id: str, actor: str = "cli") -> Group:
+        members = await self.store.find_keys(
+            KeyFilter(include_inactive=True, group_id=group_id), 0.0
+        )
+        group = await self.store.delete_group(group_id, Audit(actor, "group.delete"))
+        self.keys._changed(*members)
+        return group
+
+    async def set_membership(
+        self, group_id: str, key_id: str, member: bool, actor: str = "cli"
+    ) -> bool:
+        action = "group.add_key" if member else "group.remove_key"
+        changed = await self.store.set_membership(key_id, group_id, member, Audit(actor, action))
+        if changed:
+            self.keys._changed(await self.store.get_key(key_id))
+        return changed
+
+    async def _changed_keys(self, query: KeyFilter) -> None:
+        """Tell this process's cache about keys whose effective rights just changed."""
+        self.keys._changed(*await self.store.find_keys(query, 0.0))

@@ -1,0 +1,112 @@
+"""The admin REST API under /api/v1: one endpoint table feeds the router and the
+OpenAPI document, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from keystile.admin import accounts as acc
+from keystile.admin import keys
+from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
+from keystile.admin.http import MAX_BODY, errors, reply
+from keystile.admin.openapi import _list_of, _ref, document
+
+PREFIX = "/api/v1"
+STRING = {"type": "string"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    response: dict[str, Any]
+    status: int = 200
+    body: dict[str, Any] | None = None
+    query: dict[str, Any] = field(default_factory=dict)
+    headers: tuple[str, ...] = ()
+    public: bool = False
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return reply(document(ENDPOINTS))
+
+
+KEY_QUERY = {"owner": STRING, "user_id": STRING, "team_id": STRING, "group_id": STRING,
+             "state": {"enum": ["active", "expired", "disabled", "revoked", "deleted"]},
+             "q": STRING, "all": {"enum": ["0", "1", "true", "false"]}, "cursor": STRING,
+             "limit": {"type": "string", "pattern": "^[0-9]+$"}}  # fmt: skip
+K, T, U, G = f"{PREFIX}/keys", f"{PREFIX}/teams", f"{PREFIX}/users", f"{PREFIX}/groups"
+TEAM_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"name": STRING, "limits": {"type": "object"}},
+}
+GROUP_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"name": STRING, "scopes": {"type": "array", "items": STRING}},
+}
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", f"{PREFIX}/openapi.json", openapi, "This document", {"type": "object"},
+             public=True),
+    Endpoint("POST", K, keys.create_key, "Create a key (shown in this response only)",
+             _ref("Key"), 201, body=_ref("KeyInput")),
+    Endpoint("GET", K, keys.list_keys, "List keys (never a key or its hash)", _ref("KeyList"),
+             query=KEY_QUERY),
+    Endpoint("GET", K + "/{key_id}", keys.get_key, "A key, its groups and reachable routes",
+             _ref("Key")),
+    Endpoint("PATCH", K + "/{key_id}", keys.update_key, "Change a key", _ref("Key"),
+             body=_ref("KeyInput")),
+    Endpoint("DELETE", K + "/{key_id}", keys.delete_key, "Delete a key (history stays)",
+             _ref("Key")),
+    Endpoint("POST", K + "/{key_id}/revoke", keys.revoke_key, "Revoke a key", _ref("Key")),
+    Endpoint("POST", K + "/{key_id}/expire", keys.expire_key, "Expire a key now", _ref("Key")),
+    Endpoint("POST", K + "/{key_id}/rotate", keys.rotate_key,
+             "Replace a key; the old one works during the grace", _ref("Rotation"), 201,
+             body={"type": "object", "additionalProperties": False,
+                   "properties": {"grace": {"type": ["string", "number"]}}},
+             headers=("Idempotency-Key",)),
+    Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201, body=TEAM_BODY),
+    Endpoint("GET", T, acc.list_teams, "List teams", _list_of("Team")),
+    Endpoint("GET", T + "/{team_id}", acc.get_team, "A team", _ref("Team")),
+    Endpoint("PATCH", T + "/{team_id}", acc.update_team, "Change a team", _ref("Team"),
+             body=TEAM_BODY),
+    Endpoint("POST", U, acc.create_user, "Create a user", _ref("User"), 201,
+             body={"type": "object", "additionalProperties": False,
+                   "properties": {"external_id": STRING, "team_id": STRING}}),
+    Endpoint("GET", U, acc.list_users, "List users", _list_of("User"),
+             query={"team_id": STRING}),
+    Endpoint("GET", U + "/{user_id}", acc.get_user, "A user", _ref("User")),
+    Endpoint("POST", G, acc.create_group, "Create a group", _ref("Group"), 201, body=GROUP_BODY),
+    Endpoint("GET", G, acc.list_groups, "List groups", _list_of("Group")),
+    Endpoint("GET", G + "/{group_id}", acc.get_group, "A group", _ref("Group")),
+    Endpoint("PATCH", G + "/{group_id}", acc.update_group, "Rename a group or change its scopes",
+             _ref("Group"), body=GROUP_BODY),
+    Endpoint("DELETE", G + "/{group_id}", acc.delete_group, "Delete a group", _ref("Group")),
+    Endpoint("PUT", G + "/{group_id}/keys/{key_id}", acc.add_group_key, "Add a key to a group",
+             _ref("Membership")),
+    Endpoint("DELETE", G + "/{group_id}/keys/{key_id}", acc.remove_group_key,
+             "Remove a key from a group", _ref("Membership")),
+    Endpoint("GET", f"{PREFIX}/routes", acc.list_routes, "Configured routes (no secret values)",
+             _list_of("Route", {"unmatched": {"enum": ["allow", "deny"]}})),
+    Endpoint("GET", f"{PREFIX}/audit", acc.list_audit, "The audit log",
+             _list_of("AuditEntry", {"next_after": {"type": ["integer", "null"]}}),
+             query={"target_type": STRING, "target_id": STRING, "actor": STRING,
+                    "action": STRING, "after": STRING, "limit": STRING}),
+]  # fmt: skip
+
+
+def admin_app() -> web.Application:
+    """The admin API as an application, mounted at /api/v1 or served on its own listener."""
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app[ADMIN_CONTEXT] = ContextHolder()
+    for ep in ENDPOINTS:
+        app.router.add_route(ep.method, ep.path[len(PREFIX) :], ep.handler)
+    return app

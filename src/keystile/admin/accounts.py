@@ -1,0 +1,141 @@
+"""/api/v1/teams, /users, /groups (with key membership), /routes and /audit. Admin only."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from keystile.access import route_view
+from keystile.admin.auth import require_admin
+from keystile.admin.context import caller_of
+from keystile.admin.http import iso, query_int, read_body, reply, strings
+from keystile.errors import InvalidInput
+
+
+async def _admin(request: web.Request):  # type: ignore[no-untyped-def]
+    ctx, caller = await caller_of(request)
+    require_admin(caller)
+    return ctx, caller
+
+
+def _required(body: dict[str, object], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise InvalidInput(name, "is required")
+    return value
+
+
+async def create_team(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    body = await read_body(request, {"name": str, "limits": dict})
+    team = await ctx.accounts.create_team(_required(body, "name"), body.get("limits"),
+                                          actor=caller.actor)  # fmt: skip
+    return reply(iso(team.public()), status=201)
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    return reply({"data": [iso(t.public()) for t in await ctx.keys.store.list_teams()]})
+
+
+async def get_team(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    return reply(iso((await ctx.keys.store.get_team(request.match_info["team_id"])).public()))
+
+
+async def update_team(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    body = await read_body(request, {"name": str, "limits": dict})
+    team = await ctx.accounts.update_team(request.match_info["team_id"], body.get("name"),
+                                          body.get("limits"), actor=caller.actor)  # fmt: skip
+    return reply(iso(team.public()))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    body = await read_body(request, {"external_id": str, "team_id": str})
+    user = await ctx.accounts.create_user(_required(body, "external_id"), body.get("team_id"),
+                                          actor=caller.actor)  # fmt: skip
+    return reply(iso(user.public()), status=201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    users = await ctx.keys.store.list_users(request.query.get("team_id"))
+    return reply({"data": [iso(u.public()) for u in users]})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    return reply(iso((await ctx.keys.store.get_user(request.match_info["user_id"])).public()))
+
+
+async def create_group(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    body = await read_body(request, {"name": str, "scopes": list})
+    group = await ctx.accounts.create_group(_required(body, "name"), strings(body, "scopes") or [],
+                                            actor=caller.actor)  # fmt: skip
+    return reply(iso(group.public()), status=201)
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    return reply({"data": [iso(g.public()) for g in await ctx.keys.store.list_groups()]})
+
+
+async def get_group(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    return reply(iso((await ctx.keys.store.get_group(request.match_info["group_id"])).public()))
+
+
+async def update_group(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    body = await read_body(request, {"name": str, "scopes": list})
+    group = await ctx.accounts.update_group(
+        request.match_info["group_id"],
+        body.get("name"),
+        strings(body, "scopes"),
+        actor=caller.actor,
+    )
+    return reply(iso(group.public()))
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    group = await ctx.accounts.delete_group(request.match_info["group_id"], actor=caller.actor)
+    return reply(iso(group.public()))
+
+
+async def add_group_key(request: web.Request) -> web.Response:
+    return await _membership(request, True)
+
+
+async def remove_group_key(request: web.Request) -> web.Response:
+    return await _membership(request, False)
+
+
+async def _membership(request: web.Request, member: bool) -> web.Response:
+    ctx, caller = await _admin(request)
+    group_id, key_id = request.match_info["group_id"], request.match_info["key_id"]
+    changed = await ctx.accounts.set_membership(group_id, key_id, member, actor=caller.actor)
+    return reply({"group_id": group_id, "key_id": key_id, "member": member, "changed": changed})
+
+
+async def list_routes(request: web.Request) -> web.Response:
+    ctx, _ = await caller_of(request)
+    return reply({"data": [route_view(r) for r in ctx.routes.routes],
+                  "unmatched": "allow" if ctx.routes.allow_unmatched else "deny"})  # fmt: skip
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    q = request.query
+    after = q.get("after", "0")
+    if not after.isdigit():
+        raise InvalidInput("after", f"{after!r} must be a sequence number")
+    limit = query_int(request, "limit", 100, 1000)
+    entries = await ctx.keys.store.list_audit(
+        target_type=q.get("target_type"), target_id=q.get("target_id"), actor=q.get("actor"),
+        action=q.get("action"), after_seq=int(after), limit=limit,
+    )  # fmt: skip
+    data = [iso(e.public()) for e in entries]
+    return reply({"data": data, "next_after": data[-1]["seq"] if len(data) == limit else None})

@@ -1,0 +1,147 @@
+"""Admin API plumbing: JSON in and out, field checks, one error shape.
+
+Errors are ``{"error": {"message", "type", "code"}}`` with the status that fits:
+400 unreadable body, 401/403 who is asking, 404 unknown id, 409 conflicting
+state, 413 body too large, 422 a field with a bad value (named in the message
+and in ``code``), 503 store unavailable. Bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from keystile.durations import format_instant, parse_duration, parse_instant
+from keystile.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+
+MAX_BODY = 64 * 1024
+TIME_FIELDS = ("created_at", "updated_at", "last_used_at", "expires_at", "revoked_at",
+               "deleted_at", "at")  # fmt: skip
+log = logging.getLogger("keystile.admin")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.type, self.code, self.message = status, type_, code, message
+
+
+def iso(data: dict[str, Any]) -> dict[str, Any]:
+    """Unix seconds in the known time fields as ISO-8601 UTC."""
+    for name in TIME_FIELDS:
+        if isinstance(data.get(name), int | float):
+            data[name] = format_instant(data[name])
+    return data
+
+
+def reply(data: Any, status: int = 200, no_store: bool = False) -> web.Response:
+    headers = {"Cache-Control": "no-store"} if no_store else None
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")  # fmt: skip
+
+
+def error(status: int, type_: str, code: str, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "code": code}}
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+async def read_body(request: web.Request, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object in the body; unknown fields and wrong types are 422s naming the field.
+
+    ``fields`` maps a field name to the type(s) it accepts.
+    """
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_request_error", "invalid_json", "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request_error", "invalid_json", "body must be a JSON object")
+    for name, value in body.items():
+        if name not in fields:
+            raise InvalidInput(name, f"unknown field (expected one of {', '.join(fields)})")
+        wanted = fields[name]
+        if value is not None and (not isinstance(value, wanted) or (isinstance(value, bool)
+                                  and bool not in _as_tuple(wanted))):  # fmt: skip
+            raise InvalidInput(name, f"{value!r} has the wrong type")
+    return body
+
+
+def _as_tuple(wanted: Any) -> tuple[Any, ...]:
+    return wanted if isinstance(wanted, tuple) else (wanted,)
+
+
+def strings(body: Mapping[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not all(isinstance(item, str) for item in value):
+        raise InvalidInput(name, "must be a list of strings")
+    return list(value)
+
+
+def expiry(body: Mapping[str, Any]) -> Any:
+    """expires_at (ISO-8601, or null to clear) or expires_in (a duration); absent: missing."""
+    if "expires_at" in body and "expires_in" in body:
+        raise InvalidInput("expires_at", "give expires_at or expires_in, not both")
+    try:
+        if body.get("expires_in") is not None:
+            import time
+
+            return time.time() + parse_duration(str(body["expires_in"]))
+        if "expires_at" in body:
+            value = body["expires_at"]
+            return None if value is None else parse_instant(str(value))
+    except ValueError as exc:
+        field = "expires_in" if "expires_in" in body else "expires_at"
+        raise InvalidInput(field, str(exc)) from None
+    return MISSING
+
+
+MISSING: Any = object()
+
+
+def query_int(request: web.Request, name: str, default: int, most: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise InvalidInput(name, f"{text!r} must be a whole number from 1 to {most}")
+    return int(text)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, exc.type, exc.code, exc.message)
+    except InvalidInput as exc:
+        return error(422, "invalid_request_error", exc.field, str(exc))
+    except NotFound as exc:
+        return error(404, "not_found_error", "not_found", str(exc))
+    except Conflict as exc:
+        return error(409, "conflict_error", "conflict", str(exc))
+    except StoreUnavailable:
+        log.exception("store unavailable")
+        return error(503, "api_error", "store_unavailable", "the key store is unavailable")
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "invalid_request_error", "body_too_large",
+                     f"request bodies are limited to {MAX_BODY} bytes")  # fmt: skip
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return error(exc.status, "invalid_request_error", code, exc.reason)

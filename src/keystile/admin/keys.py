@@ -1,0 +1,147 @@
+"""/api/v1/keys: create (the key is shown in that response only), list, show with
+groups and reachable routes, update, revoke, expire, delete, rotate."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from keystile.access import reachable_routes
+from keystile.admin.auth import Caller
+from keystile.admin.context import AdminContext, caller_of
+from keystile.admin.http import MISSING, expiry, iso, query_int, read_body, reply, strings
+from keystile.durations import parse_duration
+from keystile.errors import InvalidInput, NotFound
+from keystile.service import UNSET
+from keystile.store import KeyFilter, KeyRecord
+from keystile.store.keys import encode_cursor
+
+KEY_FIELDS = {"name": str, "scopes": list, "owner": str, "user_id": str, "expires_at": str,
+              "expires_in": str, "metadata": dict, "allowed_ips": list, "limits": dict,
+              "enabled": bool}  # fmt: skip
+
+
+def view(record: KeyRecord, **extra: Any) -> dict[str, Any]:
+    return {**iso(record.public(time.time())), **extra}
+
+
+async def _owned(ctx: AdminContext, caller: Caller, key_id: str) -> KeyRecord:
+    """The key, if the caller may see it; another owner's key is simply not found."""
+    record = await ctx.keys.get(key_id)
+    if not caller.owns(record):
+        raise NotFound(f"no key with id {key_id!r}")
+    return record
+
+
+async def create_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    body = await read_body(request, {k: v for k, v in KEY_FIELDS.items() if k != "enabled"})
+    if not isinstance(body.get("name"), str):
+        raise InvalidInput("name", "is required")
+    scopes = strings(body, "scopes") or []
+    caller.may_grant(scopes)
+    user_id, owner = body.get("user_id"), body.get("owner")
+    if not caller.is_admin:  # self-service keys create keys for their own owner only
+        user_id, owner = caller.record.user_id, caller.record.owner
+    expires = expiry(body)
+    issued = await ctx.keys.create(
+        body["name"], scopes=scopes, owner=owner, user_id=user_id,
+        expires_at=None if expires is MISSING else expires, metadata=body.get("metadata"),
+        allowed_ips=strings(body, "allowed_ips"), limits=body.get("limits"), actor=caller.actor,
+    )  # fmt: skip
+    return reply(view(issued.record, key=issued.key), status=201, no_store=True)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    q = request.query
+    limit = query_int(request, "limit", 100, 1000)
+    owner, user_id = q.get("owner"), q.get("user_id")
+    if not caller.is_admin:
+        user_id = caller.record.user_id
+        owner = caller.record.owner if user_id is None else None
+    query = KeyFilter(
+        include_inactive=q.get("all") in ("1", "true"), state=q.get("state"), owner=owner,
+        user_id=user_id, team_id=q.get("team_id"), group_id=q.get("group_id"), name=q.get("q"),
+        cursor=q.get("cursor"), limit=limit + 1,
+    )  # fmt: skip
+    records = await ctx.keys.store.find_keys(query, time.time())
+    page, more = records[:limit], len(records) > limit
+    return reply({"data": [view(r) for r in page],
+                  "next_cursor": encode_cursor(page[-1]) if more else None})  # fmt: skip
+
+
+async def get_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    return reply(view(record, routes=reachable_routes(record, ctx.routes)))
+
+
+async def update_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    body = await read_body(request, {k: v for k, v in KEY_FIELDS.items()
+                                     if k not in ("owner", "user_id")})  # fmt: skip
+    scopes = strings(body, "scopes")
+    if scopes is not None:
+        caller.may_grant(scopes)
+    if not caller.is_admin and body.get("limits") is not None:
+        raise InvalidInput("limits", "only an admin can change limits")
+    expires = expiry(body)
+    updated = await ctx.keys.update(
+        record.id, name=body.get("name"), scopes=scopes,
+        expires_at=UNSET if expires is MISSING else expires, metadata=body.get("metadata"),
+        enabled=body.get("enabled"),
+        allowed_ips=strings(body, "allowed_ips") if "allowed_ips" in body else UNSET,
+        limits=body.get("limits"), actor=caller.actor,
+    )  # fmt: skip
+    return reply(view(updated))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    return reply(view(await ctx.keys.revoke(record.id, actor=caller.actor)))
+
+
+async def expire_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    return reply(view(await ctx.keys.expire(record.id, actor=caller.actor)))
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    return reply(view(await ctx.keys.delete(record.id, actor=caller.actor)))
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    """A retry with the same Idempotency-Key returns the first answer again, without the
+    new key: keystile never stores a key in plain text, so it is shown once only."""
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    body = await read_body(request, {"grace": (str, int, float)})
+    grace = body.get("grace", 0)
+    if isinstance(grace, str):
+        try:
+            grace = parse_duration(grace)
+        except ValueError as exc:
+            raise InvalidInput("grace", str(exc)) from None
+    idempotency = request.headers.get("Idempotency-Key")
+    memo = f"rotate:{record.id}:{idempotency}" if idempotency else None
+    if memo and (earlier := await ctx.keys.store.remembered(memo)) is not None:
+        return reply({**earlier, "key": None, "replayed": True}, no_store=True)
+    rotation = await ctx.keys.rotate(record.id, float(grace), actor=caller.actor)
+    answer = {
+        "id": rotation.new.record.id,
+        "old_id": rotation.old.id,
+        "old_expires_at": iso({"expires_at": rotation.old.expires_at})["expires_at"],
+        "new": view(rotation.new.record),
+        "replayed": False,
+    }
+    if memo:
+        await ctx.keys.store.remember(memo, answer)
+    return reply({**answer, "key": rotation.new.key}, status=201, no_store=True)

@@ -1,0 +1,214 @@
+"""Teams, users, groups, key membership, the audit log and idempotency records."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from keystile.errors import Conflict, NotFound
+from keystile.store.base import Audit, StoreBase, dumps
+from keystile.store.records import AuditEntry, Group, Team, User
+
+
+def _team(row: sqlite3.Row) -> Team:
+    return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]))
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row[0], row[1], row[3], row[4], row[2])
+
+
+def _group(row: sqlite3.Row) -> Group:
+    return Group(row[0], row[1], row[3], row[4], tuple(orjson.loads(row[2])))
+
+
+_TEAM = "SELECT id, name, limits, created_at, updated_at FROM teams"
+_USER = "SELECT id, external_id, team_id, created_at, updated_at FROM users"
+_GROUP = "SELECT id, name, scopes, created_at, updated_at FROM groups"
+
+
+class AccountStore(StoreBase):
+    # -- teams --------------------------------------------------------------------
+
+    async def insert_team(self, team: Team, audit: Audit | None = None) -> Team:
+        async with self._transaction(f"creating team {team.name!r}") as conn:
+            await conn.execute(
+                "INSERT INTO teams (id, name, limits, created_at, updated_at) VALUES (?,?,?,?,?)",
+                (team.id, team.name, dumps(team.limits), team.created_at, team.updated_at),
+            )
+            await self._audit(conn, audit, "team", team.id, None, team.public())
+        return team
+
+    async def update_team(self, team_id: str, changes: dict[str, Any], audit: Audit) -> Team:
+        async with self._transaction(f"updating team {team_id}") as conn:
+            row = await self._one(conn, f"{_TEAM} WHERE id = ?", (team_id,))
+            if row is None:
+                raise NotFound(f"no team with id {team_id!r}")
+            before = _team(row)
+            after = replace(before, **changes, updated_at=time.time())
+            await conn.execute(
+                "UPDATE teams SET name = ?, limits = ?, updated_at = ? WHERE id = ?",
+                (after.name, dumps(after.limits), after.updated_at, team_id),
+            )
+            await self._audit(conn, audit, "team", team_id, before.public(), after.public())
+        return after
+
+    async def get_team(self, team_id: str) -> Team:
+        rows = await self._fetch("reading a team", f"{_TEAM} WHERE id = ?", (team_id,))
+        if not rows:
+            raise NotFound(f"no team with id {team_id!r}")
+        return _team(rows[0])
+
+    async def list_teams(self) -> list[Team]:
+        return [_team(r) for r in await self._fetch("listing teams", f"{_TEAM} ORDER BY name")]
+
+    # -- users --------------------------------------------------------------------
+
+    async def insert_user(self, user: User, audit: Audit | None = None) -> User:
+        async with self._transaction(f"creating user {user.external_id!r}") as conn:
+            if user.team_id and not await self._one(
+                conn, "SELECT 1 FROM teams WHERE id = ?", (user.team_id,)
+            ):
+                raise NotFound(f"no team with id {user.team_id!r}")
+            await conn.execute(
+                "INSERT INTO users (id, external_id, team_id, created_at, updated_at)"
+                " VALUES (?,?,?,?,?)",
+                (user.id, user.external_id, user.team_id, user.created_at, user.updated_at),
+            )
+            await self._audit(conn, audit, "user", user.id, None, user.public())
+        return user
+
+    async def get_user(self, user_id: str) -> User:
+        rows = await self._fetch("reading a user", f"{_USER} WHERE id = ?", (user_id,))
+        if not rows:
+            raise NotFound(f"no user with id {user_id!r}")
+        return _user(rows[0])
+
+    async def list_users(self, team_id: str | None = None) -> list[User]:
+        if team_id is None:
+            rows = await self._fetch("listing users", f"{_USER} ORDER BY external_id")
+        else:
+            rows = await self._fetch(
+                "listing users", f"{_USER} WHERE team_id = ? ORDER BY external_id", (team_id,)
+            )
+        return [_user(r) for r in rows]
+
+    # -- groups -------------------------------------------------------------------
+
+    async def insert_group(self, group: Group, audit: Audit | None = None) -> Group:
+        async with self._transaction(f"creating group {group.name!r}") as conn:
+            await conn.execute(
+                "INSERT INTO groups (id, name, scopes, created_at, updated_at) VALUES (?,?,?,?,?)",
+                (group.id, group.name, dumps(list(group.scopes)), group.created_at,
+                 group.updated_at),
+            )  # fmt: skip
+            await self._audit(conn, audit, "group", group.id, None, group.public())
+        return group
+
+    async def update_group(self, group_id: str, changes: dict[str, Any], audit: Audit) -> Group:
+        async with self._transaction(f"updating group {group_id}") as conn:
+            row = await self._one(conn, f"{_GROUP} WHERE id = ?", (group_id,))
+            if row is None:
+                raise NotFound(f"no group with id {group_id!r}")
+            before = _group(row)
+            after = replace(before, **changes, updated_at=time.time())
+            await conn.execute(
+                "UPDATE groups SET name = ?, scopes = ?, updated_at = ? WHERE id = ?",
+                (after.name, dumps(list(after.scopes)), after.updated_at, group_id),
+            )
+            await self._audit(conn, audit, "group", group_id, before.public(), after.public())
+        return after
+
+    async def delete_group(self, group_id: str, audit: Audit) -> Group:
+        """Delete a group; its keys lose what it granted (the change log tells every server)."""
+        async with self._transaction(f"deleting group {group_id}") as conn:
+            row = await self._one(conn, f"{_GROUP} WHERE id = ?", (group_id,))
+            if row is None:
+                raise NotFound(f"no group with id {group_id!r}")
+            await conn.execute("DELETE FROM key_groups WHERE group_id = ?", (group_id,))
+            await conn.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+            await self._audit(conn, audit, "group", group_id, _group(row).public(), None)
+        return _group(row)
+
+    async def get_group(self, group_id: str) -> Group:
+        rows = await self._fetch("reading a group", f"{_GROUP} WHERE id = ?", (group_id,))
+        if not rows:
+            raise NotFound(f"no group with id {group_id!r}")
+        return _group(rows[0])
+
+    async def list_groups(self) -> list[Group]:
+        return [_group(r) for r in await self._fetch("listing groups", f"{_GROUP} ORDER BY name")]
+
+    async def set_membership(self, key_id: str, group_id: str, member: bool, audit: Audit) -> bool:
+        """Add or remove a key from a group; returns whether anything changed."""
+        async with self._transaction(f"changing group {group_id}") as conn:
+            for table, item in (("keys", key_id), ("groups", group_id)):
+                if not await self._one(conn, f"SELECT 1 FROM {table} WHERE id = ?", (item,)):
+                    raise NotFound(f"no {table[:-1]} with id {item!r}")
+            if member:
+                cursor = await conn.execute(
+                    "INSERT OR IGNORE INTO key_groups (key_id, group_id) VALUES (?, ?)",
+                    (key_id, group_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    "DELETE FROM key_groups WHERE key_id = ? AND group_id = ?", (key_id, group_id)
+                )
+            changed = cursor.rowcount > 0
+            if changed:
+                change = {"group_id": group_id}
+                before, after = (None, change) if member else (change, None)
+                await self._audit(conn, audit, "key", key_id, before, after)
+        return changed
+
+    # -- audit log ----------------------------------------------------------------
+
+    async def list_audit(
+        self,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        where, params = ["seq > ?"], [after_seq]  # type: list[str], list[Any]
+        for column, value in (("target_type", target_type), ("target_id", target_id),
+                              ("actor", actor), ("action", action)):  # fmt: skip
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        rows = await self._fetch(
+            "reading the audit log",
+            "SELECT seq, at, actor, action, target_type, target_id, before, after FROM audit_log"
+            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5],
+                       orjson.loads(r[6]) if r[6] else None, orjson.loads(r[7]) if r[7] else None)
+            for r in rows
+        ]  # fmt: skip
+
+    # -- idempotency ----------------------------------------------------------------
+
+    async def remembered(self, key: str) -> dict[str, Any] | None:
+        rows = await self._fetch(
+            "reading an idempotency key", "SELECT response FROM idempotency WHERE key = ?", (key,)
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def remember(self, key: str, response: dict[str, Any]) -> None:
+        async with self._transaction("storing an idempotency key") as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)",
+                    (key, dumps(response), time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"idempotency key {key!r} is already in use") from None

@@ -1,0 +1,211 @@
+"""Key records in SQL: lookups, filtered listings, changes (each audited)."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from keystile.errors import InvalidInput, NotFound
+from keystile.store.base import Audit, StoreBase
+from keystile.store.records import COLUMNS, KeyRecord
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM keys"
+_INSERT = f"INSERT INTO keys ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+UPDATABLE = frozenset(COLUMNS) - {"id", "key_hash", "hash_scheme", "display_prefix", "created_at"}
+Groups = tuple[tuple[str, str, tuple[str, ...]], ...]
+
+# SQL for each state; "?" is now.
+STATE_SQL = {
+    "deleted": ("deleted_at IS NOT NULL", 0),
+    "revoked": ("deleted_at IS NULL AND revoked_at IS NOT NULL", 0),
+    "disabled": ("deleted_at IS NULL AND revoked_at IS NULL AND enabled = 0", 0),
+    "expired": ("deleted_at IS NULL AND revoked_at IS NULL AND enabled = 1"
+                " AND expires_at IS NOT NULL AND expires_at <= ?", 1),
+    "active": ("deleted_at IS NULL AND revoked_at IS NULL AND enabled = 1"
+               " AND (expires_at IS NULL OR expires_at > ?)", 1),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    include_inactive: bool = False
+    state: str | None = None
+    owner: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    group_id: str | None = None
+    name: str | None = None  # substring, case-insensitive
+    cursor: str | None = None
+    limit: int | None = None
+
+
+def encode_cursor(record: KeyRecord) -> str:
+    return base64.urlsafe_b64encode(f"{record.created_at!r}|{record.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created, _, key_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return float(created), key_id
+    except (ValueError, UnicodeError):
+        raise InvalidInput("cursor", f"{cursor!r} is not a cursor from a previous page") from None
+
+
+class KeyStore(StoreBase):
+    async def _groups_of(self, key_ids: Sequence[str]) -> dict[str, Groups]:
+        if not key_ids:
+            return {}
+        marks = ", ".join("?" * len(key_ids))
+        rows = await self._fetch(
+            "reading key groups",
+            "SELECT kg.key_id, g.id, g.name, g.scopes FROM key_groups kg"
+            f" JOIN groups g ON g.id = kg.group_id WHERE kg.key_id IN ({marks}) ORDER BY g.name",
+            list(key_ids),
+        )
+        found: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
+        for key_id, group_id, name, scopes in rows:
+            found.setdefault(key_id, []).append((group_id, name, tuple(orjson.loads(scopes))))
+        return {key_id: tuple(groups) for key_id, groups in found.items()}
+
+    async def _records(self, rows: list[sqlite3.Row]) -> list[KeyRecord]:
+        groups = await self._groups_of([row[0] for row in rows])
+        return [KeyRecord.from_row(row, groups.get(row[0], ())) for row in rows]
+
+    async def get_key(self, key_id: str) -> KeyRecord:
+        rows = await self._fetch(f"reading key {key_id}", f"{_SELECT} WHERE id = ?", (key_id,))
+        if not rows:
+            raise NotFound(f"no key with id {key_id!r}")
+        return (await self._records(rows))[0]
+
+    async def find_by_hash(self, key_hash: str) -> KeyRecord | None:
+        rows = await self._fetch("looking up a key", f"{_SELECT} WHERE key_hash = ?", (key_hash,))
+        return (await self._records(rows))[0] if rows else None
+
+    async def list_keys(
+        self, *, include_inactive: bool = False, owner: str | None = None, now: float = 0.0
+    ) -> list[KeyRecord]:
+        """Keys in creation order; by default only those that can still authenticate."""
+        return await self.find_keys(KeyFilter(include_inactive, owner=owner), now)
+
+    async def find_keys(self, query: KeyFilter, now: float) -> list[KeyRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        state = query.state or (None if query.include_inactive else "active")
+        if state is not None:
+            if state not in STATE_SQL:
+                raise InvalidInput("state", f"{state!r} is not one of {sorted(STATE_SQL)}")
+            sql, uses_now = STATE_SQL[state]
+            where.append(f"({sql})")
+            params.extend([now] * uses_now)
+        for column, value in (("owner", query.owner), ("user_id", query.user_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.team_id is not None:
+            where.append("user_id IN (SELECT id FROM users WHERE team_id = ?)")
+            params.append(query.team_id)
+        if query.group_id is not None:
+            where.append("id IN (SELECT key_id FROM key_groups WHERE group_id = ?)")
+            params.append(query.group_id)
+        if query.name:
+            escaped = query.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("name LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        if query.cursor:
+            created, key_id = decode_cursor(query.cursor)
+            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            params.extend([created, created, key_id])
+        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at, id"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        return await self._records(await self._fetch("listing keys", sql, params))
+
+    async def has_imported_keys(self) -> bool:
+        rows = await self._fetch(
+            "checking for imported keys",
+            "SELECT 1 FROM keys WHERE origin = 'imported' AND deleted_at IS NULL LIMIT 1",
+        )
+        return bool(rows)
+
+    async def last_event(self) -> int:
+        rows = await self._fetch("reading the change log", "SELECT max(seq) FROM key_events")
+        return int(rows[0][0] or 0)
+
+    async def events_since(self, seq: int) -> tuple[int, list[str]]:
+        """Key hashes changed after ``seq``, and the newest seq seen."""
+        rows = await self._fetch(
+            "reading the change log",
+            "SELECT seq, key_hash FROM key_events WHERE seq > ? ORDER BY seq",
+            (seq,),
+        )
+        if not rows:
+            return seq, []
+        return int(rows[-1][0]), [row[1] for row in rows]
+
+    async def insert_keys(self, records: Iterable[KeyRecord], audit: Audit | None = None) -> int:
+        """Insert records in one transaction; a duplicate hash or id raises Conflict."""
+        records = list(records)
+        async with self._transaction("storing keys") as conn:
+            await conn.executemany(_INSERT, [record.to_row() for record in records])
+            for record in records:
+                await self._audit(conn, audit, "key", record.id, None, record.public(time.time()))
+        return len(records)
+
+    async def update_key(
+        self, key_id: str, changes: dict[str, Any], audit: Audit | None = None
+    ) -> KeyRecord:
+        """Apply ``changes`` (column -> value) to one key and return the new record."""
+        async with self._transaction(f"updating key {key_id}") as conn:
+            return await self._update(conn, key_id, changes, audit)
+
+    async def replace_key(
+        self, old_id: str, old_changes: dict[str, Any], new: KeyRecord, audit: Audit | None = None
+    ) -> tuple[KeyRecord, KeyRecord]:
+        """Store ``new`` and change the old key, atomically (rotation)."""
+        async with self._transaction(f"rotating key {old_id}") as conn:
+            await conn.execute(_INSERT, new.to_row())
+            await conn.execute(
+                "INSERT INTO key_groups (key_id, group_id)"
+                " SELECT ?, group_id FROM key_groups WHERE key_id = ?",
+                (new.id, old_id),
+            )
+            old = await self._update(conn, old_id, old_changes, audit)
+            new = replace(new, groups=old.groups)
+            await self._audit(conn, audit, "key", new.id, None, new.public(time.time()))
+        return old, new
+
+    async def _update(
+        self, conn: aiosqlite.Connection, key_id: str, changes: dict[str, Any], audit: Audit | None
+    ) -> KeyRecord:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise TypeError(f"columns cannot be updated: {sorted(unknown)}")
+        row = await self._one(conn, f"{_SELECT} WHERE id = ?", (key_id,))
+        if row is None:
+            raise NotFound(f"no key with id {key_id!r}")
+        rows = await conn.execute_fetchall(
+            "SELECT g.id, g.name, g.scopes FROM key_groups kg JOIN groups g ON g.id = kg.group_id"
+            " WHERE kg.key_id = ? ORDER BY g.name",
+            (key_id,),
+        )
+        groups = tuple((r[0], r[1], tuple(orjson.loads(r[2]))) for r in rows)
+        record = KeyRecord.from_row(row, groups)
+        if not changes:
+            return record
+        updated = replace(record, **changes)
+        row_values = dict(zip(COLUMNS, updated.to_row(), strict=True))
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        params = [row_values[column] for column in changes]
+        await conn.execute(f"UPDATE keys SET {assignments} WHERE id = ?", (*params, key_id))
+        now = time.time()
+        await self._audit(conn, audit, "key", key_id, record.public(now), updated.public(now))
+        return updated

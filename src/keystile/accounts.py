@@ -17,13 +17,13 @@ from keystile.service import KeyService, check_limits, check_scopes, new_key_id
 from keystile.store import Audit, Group, KeyFilter, Team, User
 
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,320}")
+_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
 def _printable(field: str, value: str) -> str:
     value = value.strip()
     if not _PRINTABLE_RE.fullmatch(value):
-        raise InvalidInput(field, f"{value!r} must be 1-320 printable characters")
+        raise InvalidInput(field, f"{value!r} must be 1-200 printable characters")
     return value
 
 

@@ -33,10 +33,12 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("keystile")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    for name, name_level in (("keystile", level), ("aiohttp", "WARNING")):
+        # aiohttp logs a client's malformed request with a traceback; ours is one line
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(name_level)
+        logger.propagate = False
 
 
 def log_denial(facts: Facts, decision: Decision) -> None:

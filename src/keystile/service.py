@@ -79,7 +79,7 @@ def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
     data = dict(metadata)
     for key in data:
-        if not isinstance(key, str) or not key or _CONTROL_RE.search(key):
+        if not isinstance(key, str) or not key.strip() or _CONTROL_RE.search(key):
             raise InvalidInput("metadata", f"key {key!r} must be a non-empty string")
     try:
         size = len(orjson.dumps(data))
@@ -99,6 +99,7 @@ def check_owner(owner: str | None) -> str | None:
     return owner
 
 
+MAX_LIMIT = 10**12
 LIMIT_NAMES = ("per_second", "per_minute", "per_hour", "per_day", "quota_day", "quota_month")
 
 
@@ -109,6 +110,8 @@ def check_allowed_ips(items: Iterable[str] | None) -> tuple[str, ...] | None:
     items = list(items)
     if "*" in items:
         return None
+    if any(not item.strip() for item in items):
+        raise InvalidInput("allowed_ips", "entries must not be empty")
     try:
         return tuple(str(network) for network in parse_networks(items))
     except ValueError as exc:
@@ -120,8 +123,12 @@ def check_limits(limits: Mapping[str, Any]) -> dict[str, int]:
     for name, value in limits.items():
         if name not in LIMIT_NAMES:
             raise InvalidInput("limits", f"{name!r} is not one of {', '.join(LIMIT_NAMES)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidInput(f"limits.{name}", f"{value!r} must be a whole number of 1 or more")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 60.0 is 60
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
+            raise InvalidInput(
+                f"limits.{name}", f"{value!r} must be a whole number from 1 to {MAX_LIMIT}"
+            )
         checked[name] = value
     return checked
 

@@ -13,7 +13,15 @@ from keystile.admin import accounts as acc
 from keystile.admin import keys
 from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
 from keystile.admin.http import MAX_BODY, errors, reply
-from keystile.admin.openapi import _list_of, _ref, document
+from keystile.admin.openapi import (
+    GROUP_NAME,
+    LIMITS,
+    PRINTABLE,
+    SCOPE,
+    _list_of,
+    _ref,
+    document,
+)
 
 PREFIX = "/api/v1"
 STRING = {"type": "string"}
@@ -40,24 +48,26 @@ async def openapi(request: web.Request) -> web.Response:
 KEY_QUERY = {"owner": STRING, "user_id": STRING, "team_id": STRING, "group_id": STRING,
              "state": {"enum": ["active", "expired", "disabled", "revoked", "deleted"]},
              "q": STRING, "all": {"enum": ["0", "1", "true", "false"]}, "cursor": STRING,
-             "limit": {"type": "string", "pattern": "^[0-9]+$"}}  # fmt: skip
+             "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}  # fmt: skip
 K, T, U, G = f"{PREFIX}/keys", f"{PREFIX}/teams", f"{PREFIX}/users", f"{PREFIX}/groups"
 TEAM_BODY = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"name": STRING, "limits": {"type": "object"}},
+    "properties": {"name": PRINTABLE, "limits": LIMITS},
 }
+TEAM_CREATE = {**TEAM_BODY, "required": ["name"]}
 GROUP_BODY = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"name": STRING, "scopes": {"type": "array", "items": STRING}},
+    "properties": {"name": GROUP_NAME, "scopes": {"type": "array", "items": SCOPE}},
 }
+GROUP_CREATE = {**GROUP_BODY, "required": ["name"]}
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", f"{PREFIX}/openapi.json", openapi, "This document", {"type": "object"},
              public=True),
     Endpoint("POST", K, keys.create_key, "Create a key (shown in this response only)",
-             _ref("Key"), 201, body=_ref("KeyInput")),
+             _ref("Key"), 201, body=_ref("KeyCreate")),
     Endpoint("GET", K, keys.list_keys, "List keys (never a key or its hash)", _ref("KeyList"),
              query=KEY_QUERY),
     Endpoint("GET", K + "/{key_id}", keys.get_key, "A key, its groups and reachable routes",
@@ -73,18 +83,19 @@ ENDPOINTS: list[Endpoint] = [
              body={"type": "object", "additionalProperties": False,
                    "properties": {"grace": {"type": ["string", "number"]}}},
              headers=("Idempotency-Key",)),
-    Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201, body=TEAM_BODY),
+    Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201, body=TEAM_CREATE),
     Endpoint("GET", T, acc.list_teams, "List teams", _list_of("Team")),
     Endpoint("GET", T + "/{team_id}", acc.get_team, "A team", _ref("Team")),
     Endpoint("PATCH", T + "/{team_id}", acc.update_team, "Change a team", _ref("Team"),
              body=TEAM_BODY),
     Endpoint("POST", U, acc.create_user, "Create a user", _ref("User"), 201,
              body={"type": "object", "additionalProperties": False,
-                   "properties": {"external_id": STRING, "team_id": STRING}}),
+                   "required": ["external_id"],
+                   "properties": {"external_id": PRINTABLE, "team_id": STRING}}),
     Endpoint("GET", U, acc.list_users, "List users", _list_of("User"),
              query={"team_id": STRING}),
     Endpoint("GET", U + "/{user_id}", acc.get_user, "A user", _ref("User")),
-    Endpoint("POST", G, acc.create_group, "Create a group", _ref("Group"), 201, body=GROUP_BODY),
+    Endpoint("POST", G, acc.create_group, "Create a group", _ref("Group"), 201, body=GROUP_CREATE),
     Endpoint("GET", G, acc.list_groups, "List groups", _list_of("Group")),
     Endpoint("GET", G + "/{group_id}", acc.get_group, "A group", _ref("Group")),
     Endpoint("PATCH", G + "/{group_id}", acc.update_group, "Rename a group or change its scopes",
@@ -99,7 +110,9 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", f"{PREFIX}/audit", acc.list_audit, "The audit log",
              _list_of("AuditEntry", {"next_after": {"type": ["integer", "null"]}}),
              query={"target_type": STRING, "target_id": STRING, "actor": STRING,
-                    "action": STRING, "after": STRING, "limit": STRING}),
+                    "action": STRING,
+                    "after": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from keystile.access import route_view
 from keystile.admin.auth import require_admin
 from keystile.admin.context import caller_of
-from keystile.admin.http import iso, query_int, read_body, reply, strings
+from keystile.admin.http import iso, query, query_int, read_body, reply, strings
 from keystile.errors import InvalidInput
 
 
@@ -60,7 +60,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 async def list_users(request: web.Request) -> web.Response:
     ctx, _ = await _admin(request)
-    users = await ctx.keys.store.list_users(request.query.get("team_id"))
+    users = await ctx.keys.store.list_users(query(request, "team_id"))
     return reply({"data": [iso(u.public()) for u in users]})
 
 
@@ -128,14 +128,14 @@ async def list_routes(request: web.Request) -> web.Response:
 
 async def list_audit(request: web.Request) -> web.Response:
     ctx, _ = await _admin(request)
-    q = request.query
-    after = q.get("after", "0")
-    if not after.isdigit():
+    after = query(request, "after") or "0"
+    if not after.isdigit() or int(after) >= 2**63:
         raise InvalidInput("after", f"{after!r} must be a sequence number")
     limit = query_int(request, "limit", 100, 1000)
     entries = await ctx.keys.store.list_audit(
-        target_type=q.get("target_type"), target_id=q.get("target_id"), actor=q.get("actor"),
-        action=q.get("action"), after_seq=int(after), limit=limit,
+        target_type=query(request, "target_type"), target_id=query(request, "target_id"),
+        actor=query(request, "actor"),
+        action=query(request, "action"), after_seq=int(after), limit=limit,
     )  # fmt: skip
     data = [iso(e.public()) for e in entries]
     return reply({"data": data, "next_after": data[-1]["seq"] if len(data) == limit else None})

@@ -69,9 +69,11 @@ async def read_body(request: web.Request, fields: Mapping[str, Any]) -> dict[str
     for name, value in body.items():
         if name not in fields:
             raise InvalidInput(name, f"unknown field (expected one of {', '.join(fields)})")
-        wanted = fields[name]
-        if value is not None and (not isinstance(value, wanted) or (isinstance(value, bool)
-                                  and bool not in _as_tuple(wanted))):  # fmt: skip
+        wanted = _as_tuple(fields[name])
+        if value is None:
+            if type(None) not in wanted:
+                raise InvalidInput(name, "must not be null")
+        elif not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
             raise InvalidInput(name, f"{value!r} has the wrong type")
     return body
 
@@ -110,8 +112,13 @@ def expiry(body: Mapping[str, Any]) -> Any:
 MISSING: Any = object()
 
 
+def query(request: web.Request, name: str) -> str | None:
+    """A query parameter; an empty value counts as absent."""
+    return request.query.get(name) or None
+
+
 def query_int(request: web.Request, name: str, default: int, most: int) -> int:
-    text = request.query.get(name)
+    text = query(request, name)
     if text is None:
         return default
     if not text.isdigit() or not 1 <= int(text) <= most:
@@ -144,4 +151,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return error(exc.status, "invalid_request_error", code, exc.reason)
+        response = error(exc.status, "invalid_request_error", code, exc.reason)
+        if "Allow" in exc.headers:  # 405 names the methods that work
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:  # a bug: say so in JSON, log it, show no detail
+        log.exception("admin API error on %s %s", request.method, request.path)
+        return error(500, "api_error", "internal_error", "internal error (logged)")

@@ -11,14 +11,15 @@ from aiohttp import web
 from keystile.access import reachable_routes
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, caller_of
-from keystile.admin.http import MISSING, expiry, iso, query_int, read_body, reply, strings
+from keystile.admin.http import MISSING, expiry, iso, query, query_int, read_body, reply, strings
 from keystile.durations import parse_duration
 from keystile.errors import InvalidInput, NotFound
 from keystile.service import UNSET
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
 
-KEY_FIELDS = {"name": str, "scopes": list, "owner": str, "user_id": str, "expires_at": str,
+KEY_FIELDS = {"name": str, "scopes": list, "owner": str, "user_id": str,
+              "expires_at": (str, type(None)),
               "expires_in": str, "metadata": dict, "allowed_ips": list, "limits": dict,
               "enabled": bool}  # fmt: skip
 
@@ -56,18 +57,23 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
-    q = request.query
+
+    def q(name: str) -> str | None:
+        return query(request, name)
+
     limit = query_int(request, "limit", 100, 1000)
-    owner, user_id = q.get("owner"), q.get("user_id")
+    if q("all") not in (None, "0", "1", "true", "false"):
+        raise InvalidInput("all", f"{q('all')!r} must be one of 0, 1, true, false")
+    owner, user_id = q("owner"), q("user_id")
     if not caller.is_admin:
         user_id = caller.record.user_id
         owner = caller.record.owner if user_id is None else None
-    query = KeyFilter(
-        include_inactive=q.get("all") in ("1", "true"), state=q.get("state"), owner=owner,
-        user_id=user_id, team_id=q.get("team_id"), group_id=q.get("group_id"), name=q.get("q"),
-        cursor=q.get("cursor"), limit=limit + 1,
+    wanted = KeyFilter(
+        include_inactive=q("all") in ("1", "true"), state=q("state"), owner=owner,
+        user_id=user_id, team_id=q("team_id"), group_id=q("group_id"), name=q("q"),
+        cursor=q("cursor"), limit=limit + 1,
     )  # fmt: skip
-    records = await ctx.keys.store.find_keys(query, time.time())
+    records = await ctx.keys.store.find_keys(wanted, time.time())
     page, more = records[:limit], len(records) > limit
     return reply({"data": [view(r) for r in page],
                   "next_cursor": encode_cursor(page[-1]) if more else None})  # fmt: skip

@@ -7,11 +7,20 @@ from typing import Any
 from keystile import __version__
 
 NULLABLE_STRING = {"type": ["string", "null"]}
+PRINTABLE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\u0000-\\u001f\\u007f]*[^\\u0000-\\u0020\\u007f][^\\u0000-\\u001f\\u007f]*$",
+}
+SCOPE = {"type": "string", "pattern": "^[a-z0-9*][a-z0-9:._*-]{0,63}$"}
+GROUP_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
+DURATION = {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhdw]([0-9]{1,6}[smhdw]){0,4}$"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 STRINGS = {"type": "array", "items": {"type": "string"}}
 LIMITS = {
     "type": "object",
-    "properties": {name: {"type": "integer", "minimum": 1}
+    "properties": {name: {"type": "integer", "minimum": 1, "maximum": 10**12}
                    for name in ("per_second", "per_minute", "per_hour", "per_day", "quota_day",
                                 "quota_month")},
     "additionalProperties": False,
@@ -50,12 +59,31 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "name": {"type": "string"}, "scopes": STRINGS, "owner": {"type": "string"},
-            "user_id": {"type": "string"},
-            "expires_at": {"type": ["string", "null"], "description": "ISO-8601; null: never"},
-            "expires_in": {"type": "string", "description": "a duration such as 30d"},
-            "metadata": {"type": "object"}, "allowed_ips": STRINGS, "limits": LIMITS,
-            "enabled": {"type": "boolean"},
+            "name": PRINTABLE, "scopes": {"type": "array", "items": SCOPE},
+            "expires_at": {"type": ["string", "null"], "format": "date-time",
+                           "description": "ISO-8601, in the future; null: never"},
+            "expires_in": {**DURATION, "description": "a duration such as 30d"},
+            "metadata": {"type": "object", "maxProperties": 50,
+                         "propertyNames": {"minLength": 1, "pattern": "[^ ]"}},
+            "allowed_ips": {"type": "array", "items": {"type": "string", "minLength": 1,
+                            "description": "an IPv4/IPv6 address or CIDR, or *"}},
+            "limits": LIMITS, "enabled": {"type": "boolean"},
+        },
+        "not": {"required": ["expires_at", "expires_in"]},
+    },
+    "KeyCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": PRINTABLE, "scopes": {"type": "array", "items": SCOPE},
+            "owner": PRINTABLE, "user_id": {"type": "string"},
+            "expires_in": {**DURATION, "description": "a duration such as 30d"},
+            "metadata": {"type": "object", "maxProperties": 50,
+                         "propertyNames": {"minLength": 1, "pattern": "[^ ]"}},
+            "allowed_ips": {"type": "array", "items": {"type": "string", "minLength": 1,
+                            "description": "an IPv4/IPv6 address or CIDR, or *"}},
+            "limits": LIMITS,
         },
     },
     "KeyList": {"type": "object", "required": ["data"], "properties": {
@@ -103,6 +131,20 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
+# Where the ids a create returns can be used next (lets clients and fuzzers follow them).
+LINKS = {
+    "create_key": {op: {"operationId": op, "parameters": {"key_id": "$response.body#/id"}}
+                   for op in ("get_key", "update_key", "revoke_key", "expire_key", "rotate_key",
+                              "delete_key")},
+    "create_team": {"get_team": {"operationId": "get_team",
+                                 "parameters": {"team_id": "$response.body#/id"}}},
+    "create_user": {"get_user": {"operationId": "get_user",
+                                 "parameters": {"user_id": "$response.body#/id"}}},
+    "create_group": {op: {"operationId": op, "parameters": {"group_id": "$response.body#/id"}}
+                     for op in ("get_group", "update_group", "delete_group")},
+}  # fmt: skip
+
+
 def document(endpoints: list[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -123,8 +165,12 @@ def document(endpoints: list[Any]) -> dict[str, Any]:
                    for name in ep.headers]  # fmt: skip
         if params:
             operation["parameters"] = params
+        if ep.handler.__name__ in LINKS:
+            operation["responses"][str(ep.status)]["links"] = LINKS[ep.handler.__name__]
         if ep.body is not None:
-            operation["requestBody"] = {"required": False, **_json(ep.body)}
+            schema = SCHEMAS[ep.body["$ref"].rsplit("/", 1)[1]] if "$ref" in ep.body else ep.body
+            required = bool(schema.get("required"))  # a create needs its body
+            operation["requestBody"] = {"required": required, **_json(ep.body)}
         if not ep.public:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
         paths.setdefault(ep.path, {})[ep.method.lower()] = operation

@@ -146,3 +146,48 @@ def test_python_dash_m_works(db_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "keystile", "--version"], capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert done.stdout.startswith("keystile ")
+
+
+def test_team_user_group_rotate_expire_delete_flow_with_audit(run, tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text(
+        '[[routes]]\nname = "chat"\npath = "/v1/chat/*"\nscopes = ["chat"]\n'
+        '[[routes]]\nname = "images"\npath = "/v1/images/*"\nscopes = ["images"]\n'
+    )
+    env = {"KEYSTILE_CONFIG": str(toml)}
+    team = as_json(run("teams", "create", "ml", "--limit", "per_minute=60", "--json", **env))
+    user = as_json(run("users", "create", "ana@example.com", "--team", team["id"], "--json"))
+    key = as_json(
+        run("keys", "create", "--name", "bot", "--user", user["id"], "--scope", "chat",
+            "--allowed-ip", "10.0.0.0/8", "--limit", "per_hour=100", "--json")
+    )  # fmt: skip
+    assert key["owner"] == "ana@example.com" and key["allowed_ips"] == ["10.0.0.0/8"]
+    assert key["limits"] == {"per_hour": 100}
+    group = as_json(run("groups", "create", "artists", "--scope", "images", "--json"))
+    run("groups", "add-key", group["id"], key["id"])
+    shown = as_json(run("keys", "show", key["id"], "--json", **env))
+    assert shown["groups"] == ["artists"]
+    assert {r["name"]: r["via"] for r in shown["routes"]} == {
+        "chat": {"chat": ["key"]}, "images": {"images": ["group:artists"]}}  # fmt: skip
+    assert "group:artists" in run("keys", "show", key["id"], **env).stdout
+    rotated = as_json(run("keys", "rotate", key["id"], "--grace", "1h", "--json"))
+    assert rotated["groups"] == ["artists"]
+    assert as_json(run("keys", "expire", key["id"], "--json"))["state"] == "expired"
+    assert as_json(run("keys", "delete", rotated["id"], "--json"))["state"] == "deleted"
+    actions = [e["action"] for e in as_json(run("audit", "list", "--json"))]
+    for action in ("team.create", "user.create", "key.create", "group.create", "group.add_key",
+                   "key.rotate", "key.expire", "key.delete"):  # fmt: skip
+        assert action in actions, action
+    listing = run("audit", "list", "--target", key["id"]).stdout
+    assert "key.expire" in listing and key["key"] not in listing
+    assert [t["name"] for t in as_json(run("teams", "list", "--json"))] == ["ml"]
+    assert as_json(run("users", "list", "--team", team["id"], "--json"))[0]["id"] == user["id"]
+
+
+def test_cli_errors_for_accounts(run) -> None:
+    done = run("users", "create", "x", "--team", "team_missing", ok=False)
+    assert done.returncode == 1 and "team_missing" in done.stderr
+    done = run("groups", "create", "Bad Name", ok=False)
+    assert done.returncode == 2 and "'Bad Name'" in done.stderr
+    done = run("keys", "create", "--name", "x", "--limit", "per_minute=lots", ok=False)
+    assert done.returncode == 2 and "per_minute=lots" in done.stderr

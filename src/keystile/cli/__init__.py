@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from keystile import __version__, config
+from keystile.accounts import AccountService
+from keystile.cli import accounts as accounts_cli
 from keystile.cli import keys as keys_cli
+from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
 from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
 from keystile.service import KeyService
@@ -27,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=None, serve=True)
 
     keys_cli.register(sub)
+    accounts_cli.register(sub)
 
     cfg = sub.add_parser("config", help="inspect the configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
@@ -69,8 +73,8 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
 
 async def _run_store_command(args: argparse.Namespace, settings: config.Settings) -> int:
     async with await Store.open(settings.db) as store:
-        service = KeyService(store, settings.hasher(), settings.key_prefix)
-        code: int = await args.run(args, service)
+        keys = KeyService(store, settings.hasher(), settings.key_prefix)
+        code: int = await args.run(args, Cli(keys, AccountService(keys), settings))
         return code
 
 

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from keystile.access import reachable_routes
 from keystile.cli import args as types
-from keystile.cli.output import emit_json, key_detail, key_json, key_table
+from keystile.cli.context import Cli
+from keystile.cli.output import emit_json, key_detail, key_json, key_table, table
 from keystile.importer import import_keys
-from keystile.service import UNSET, KeyService, Rotation
+from keystile.service import UNSET, Rotation
 from keystile.store import KeyRecord
 
 SAVE_IT_NOW = "Save it now: this key is shown only once and cannot be recovered."
@@ -25,6 +27,23 @@ def _expiry_options(parser: argparse.ArgumentParser, clearable: bool = False) ->
         group.add_argument("--no-expiry", action="store_true", help="never expire")
 
 
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allowed-ip",
+        action="append",
+        metavar="CIDR",
+        help="allow only from this address or network (repeatable; * for any)",
+    )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        type=types.limit,
+        metavar="NAME=N",
+        help="e.g. per_minute=60, quota_day=10000 (repeatable)",
+    )
+
+
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -36,10 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = commands.add_parser("create", help="create a key and print it once")
     p.add_argument("--name", required=True, help="what the key is for")
     p.add_argument("--scope", action="append", default=[], help="grant a scope (repeatable)")
-    p.add_argument("--owner", help="user or team the key belongs to")
+    p.add_argument("--owner", help="who the key belongs to (free text)")
+    p.add_argument("--user", metavar="USER_ID", help="the user (and so team) it belongs to")
     p.add_argument("--metadata", action="append", default=[], type=types.pair,
                    metavar="KEY=VALUE", help="attach metadata (repeatable)")  # fmt: skip
     _expiry_options(p)
+    _policy_options(p)
     _json_option(p)
     p.set_defaults(run=create)
 
@@ -68,11 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     state.add_argument("--enable", dest="enabled", action="store_const", const=True)
     state.add_argument("--disable", dest="enabled", action="store_const", const=False)
     _expiry_options(p, clearable=True)
+    _policy_options(p)
     _json_option(p)
     p.set_defaults(run=update)
 
     for name, helptext, run in (
         ("revoke", "disable a key for good (the record stays)", revoke),
+        ("expire", "expire a key now (the record stays)", expire),
         ("delete", "delete a key (soft: history stays)", delete),
     ):
         p = commands.add_parser(name, help=helptext)
@@ -99,8 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=import_cmd)
 
 
-def _print_record(record: KeyRecord, args: argparse.Namespace, service: KeyService) -> int:
-    now = service.clock()
+def _print_record(record: KeyRecord, args: argparse.Namespace, cli: Cli) -> int:
+    now = cli.keys.clock()
     if args.json:
         emit_json(key_json(record, now))
     else:
@@ -119,21 +142,24 @@ def _print_issued(key: str, record: KeyRecord, as_json: bool, now: float, extra:
     print(SAVE_IT_NOW)
 
 
-async def create(args: argparse.Namespace, service: KeyService) -> int:
-    issued = await service.create(
+async def create(args: argparse.Namespace, cli: Cli) -> int:
+    issued = await cli.keys.create(
         args.name,
         scopes=args.scope,
         owner=args.owner,
+        user_id=args.user,
         expires_at=args.expires_at or args.expires_in,
         metadata=dict(args.metadata),
+        allowed_ips=args.allowed_ip,
+        limits=dict(args.limit),
     )
-    _print_issued(issued.key, issued.record, args.json, service.clock())
+    _print_issued(issued.key, issued.record, args.json, cli.keys.clock())
     return 0
 
 
-async def list_keys(args: argparse.Namespace, service: KeyService) -> int:
-    records = await service.list(include_inactive=args.all, owner=args.owner)
-    now = service.clock()
+async def list_keys(args: argparse.Namespace, cli: Cli) -> int:
+    records = await cli.keys.list(include_inactive=args.all, owner=args.owner)
+    now = cli.keys.clock()
     if args.json:
         emit_json([key_json(r, now) for r in records])
     elif records:
@@ -144,12 +170,25 @@ async def list_keys(args: argparse.Namespace, service: KeyService) -> int:
     return 0
 
 
-async def show(args: argparse.Namespace, service: KeyService) -> int:
-    return _print_record(await service.get(args.id), args, service)
+async def show(args: argparse.Namespace, cli: Cli) -> int:
+    """The key, and the routes it can reach with where each scope comes from."""
+    record = await cli.keys.get(args.id)
+    routes = reachable_routes(record, cli.settings.routes)
+    if args.json:
+        emit_json({**key_json(record, cli.keys.clock()), "routes": routes})
+        return 0
+    print(key_detail(record, cli.keys.clock()))
+    if routes:
+        rows = [[r["name"], r["path"], "; ".join(f"{scope} via {','.join(via)}"
+                                                for scope, via in r["via"].items()) or "-"]
+                for r in routes]  # fmt: skip
+        print()
+        print(table(rows, ["ROUTE", "PATH", "SCOPES"]))
+    return 0
 
 
-async def update(args: argparse.Namespace, service: KeyService) -> int:
-    current = await service.get(args.id)
+async def update(args: argparse.Namespace, cli: Cli) -> int:
+    current = await cli.keys.get(args.id)
     scopes = None
     if args.scope is not None or args.add_scope or args.remove_scope:
         base = set(args.scope if args.scope is not None else current.scopes)
@@ -164,7 +203,7 @@ async def update(args: argparse.Namespace, service: KeyService) -> int:
         expires_at = None
     elif args.expires_at or args.expires_in:
         expires_at = args.expires_at or args.expires_in
-    record = await service.update(
+    record = await cli.keys.update(
         args.id,
         name=args.name,
         scopes=scopes,
@@ -172,21 +211,27 @@ async def update(args: argparse.Namespace, service: KeyService) -> int:
         expires_at=expires_at,
         metadata=metadata,
         enabled=args.enabled,
+        allowed_ips=UNSET if args.allowed_ip is None else args.allowed_ip,
+        limits={**current.limits, **dict(args.limit)} if args.limit else None,
     )
-    return _print_record(record, args, service)
+    return _print_record(record, args, cli)
 
 
-async def revoke(args: argparse.Namespace, service: KeyService) -> int:
-    return _print_record(await service.revoke(args.id), args, service)
+async def revoke(args: argparse.Namespace, cli: Cli) -> int:
+    return _print_record(await cli.keys.revoke(args.id), args, cli)
 
 
-async def delete(args: argparse.Namespace, service: KeyService) -> int:
-    return _print_record(await service.delete(args.id), args, service)
+async def expire(args: argparse.Namespace, cli: Cli) -> int:
+    return _print_record(await cli.keys.expire(args.id), args, cli)
 
 
-async def rotate(args: argparse.Namespace, service: KeyService) -> int:
-    rotation: Rotation = await service.rotate(args.id, args.grace)
-    now = service.clock()
+async def delete(args: argparse.Namespace, cli: Cli) -> int:
+    return _print_record(await cli.keys.delete(args.id), args, cli)
+
+
+async def rotate(args: argparse.Namespace, cli: Cli) -> int:
+    rotation: Rotation = await cli.keys.rotate(args.id, args.grace)
+    now = cli.keys.clock()
     new, old = rotation.new.record, rotation.old
     if args.json:
         emit_json({"key": rotation.new.key, **key_json(new, now), "old": key_json(old, now)})
@@ -197,8 +242,8 @@ async def rotate(args: argparse.Namespace, service: KeyService) -> int:
     return 0
 
 
-async def import_cmd(args: argparse.Namespace, service: KeyService) -> int:
-    result = await import_keys(service.store, args.source, args.table, service.clock)
+async def import_cmd(args: argparse.Namespace, cli: Cli) -> int:
+    result = await import_keys(cli.keys.store, args.source, args.table, cli.keys.clock)
     if args.json:
         emit_json({"read": result.read, "imported": result.imported, "skipped": result.skipped})
     else:

@@ -1,0 +1,142 @@
+"""``keystile teams|users|groups|audit``: the same operations as the admin API."""
+
+from __future__ import annotations
+
+import argparse
+
+from keystile.cli import args as types
+from keystile.cli.context import Cli
+from keystile.cli.output import emit_json, table
+from keystile.durations import format_instant
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    teams = sub.add_parser("teams", help="manage teams").add_subparsers(
+        dest="teams_command", required=True, metavar="COMMAND")  # fmt: skip
+    p = teams.add_parser("create", help="create a team")
+    p.add_argument("name")
+    p.add_argument("--limit", action="append", default=[], type=types.limit, metavar="NAME=N")
+    _json(p, team_create)
+    _json(teams.add_parser("list", help="list teams"), team_list)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="users_command", required=True, metavar="COMMAND")  # fmt: skip
+    p = users.add_parser("create", help="create a user")
+    p.add_argument("external_id", help="e.g. an email address")
+    p.add_argument("--team", metavar="TEAM_ID")
+    _json(p, user_create)
+    p = users.add_parser("list", help="list users")
+    p.add_argument("--team", metavar="TEAM_ID")
+    _json(p, user_list)
+
+    groups = sub.add_parser("groups", help="manage groups").add_subparsers(
+        dest="groups_command", required=True, metavar="COMMAND")  # fmt: skip
+    p = groups.add_parser("create", help="create a group that grants scopes")
+    p.add_argument("name")
+    p.add_argument("--scope", action="append", default=[])
+    _json(p, group_create)
+    _json(groups.add_parser("list", help="list groups"), group_list)
+    p = groups.add_parser("update", help="rename a group or replace its scopes")
+    p.add_argument("group_id")
+    p.add_argument("--name")
+    p.add_argument("--scope", action="append")
+    _json(p, group_update)
+    p = groups.add_parser("delete", help="delete a group (its keys lose its scopes)")
+    p.add_argument("group_id")
+    _json(p, group_delete)
+    for name, member in (("add-key", True), ("remove-key", False)):
+        p = groups.add_parser(
+            name, help=f"{name.split('-')[0]} a key {'to' if member else 'from'} a group"
+        )
+        p.add_argument("group_id")
+        p.add_argument("key_id")
+        p.set_defaults(member=member)
+        _json(p, membership)
+
+    audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="COMMAND")  # fmt: skip
+    p = audit.add_parser("list", help="list changes, oldest first")
+    p.add_argument("--target", metavar="ID", help="only changes of this key, team, user or group")
+    p.add_argument("--action", help="e.g. key.rotate")
+    p.add_argument("--actor", help="who made the change (a key id, or cli)")
+    p.add_argument("--limit", type=types.positive_int, default=100)
+    _json(p, audit_list)
+
+
+def _json(parser: argparse.ArgumentParser, run: object) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def _show(args: argparse.Namespace, data: dict[str, object] | list[dict[str, object]],
+          headers: list[str]) -> int:  # fmt: skip
+    rows = data if isinstance(data, list) else [data]
+    if args.json:
+        emit_json(data)
+    else:
+        print(table([[_cell(row.get(h.lower())) for h in headers] for row in rows], headers))
+    return 0
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+async def team_create(args: argparse.Namespace, cli: Cli) -> int:
+    team = await cli.accounts.create_team(args.name, dict(args.limit))
+    return _show(args, team.public(), ["ID", "NAME", "LIMITS"])
+
+
+async def team_list(args: argparse.Namespace, cli: Cli) -> int:
+    teams = [t.public() for t in await cli.keys.store.list_teams()]
+    return _show(args, teams, ["ID", "NAME", "LIMITS"])
+
+
+async def user_create(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.create_user(args.external_id, args.team)
+    return _show(args, user.public(), ["ID", "EXTERNAL_ID", "TEAM_ID"])
+
+
+async def user_list(args: argparse.Namespace, cli: Cli) -> int:
+    users = [u.public() for u in await cli.keys.store.list_users(args.team)]
+    return _show(args, users, ["ID", "EXTERNAL_ID", "TEAM_ID"])
+
+
+async def group_create(args: argparse.Namespace, cli: Cli) -> int:
+    group = await cli.accounts.create_group(args.name, args.scope)
+    return _show(args, group.public(), ["ID", "NAME", "SCOPES"])
+
+
+async def group_list(args: argparse.Namespace, cli: Cli) -> int:
+    groups = [g.public() for g in await cli.keys.store.list_groups()]
+    return _show(args, groups, ["ID", "NAME", "SCOPES"])
+
+
+async def group_update(args: argparse.Namespace, cli: Cli) -> int:
+    group = await cli.accounts.update_group(args.group_id, args.name, args.scope)
+    return _show(args, group.public(), ["ID", "NAME", "SCOPES"])
+
+
+async def group_delete(args: argparse.Namespace, cli: Cli) -> int:
+    group = await cli.accounts.delete_group(args.group_id)
+    return _show(args, group.public(), ["ID", "NAME", "SCOPES"])
+
+
+async def membership(args: argparse.Namespace, cli: Cli) -> int:
+    changed = await cli.accounts.set_membership(args.group_id, args.key_id, args.member)
+    data = {"group_id": args.group_id, "key_id": args.key_id, "member": args.member,
+            "changed": changed}  # fmt: skip
+    return _show(args, data, ["GROUP_ID", "KEY_ID", "MEMBER", "CHANGED"])
+
+
+async def audit_list(args: argparse.Namespace, cli: Cli) -> int:
+    entries = await cli.keys.store.list_audit(target_id=args.target, action=args.action,
+                                              actor=args.actor, limit=args.limit)  # fmt: skip
+    data = [{**e.public(), "at": format_instant(e.at)} for e in entries]
+    return _show(args, data, ["SEQ", "AT", "ACTOR", "ACTION", "TARGET_TYPE", "TARGET_ID"])

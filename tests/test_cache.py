@@ -106,3 +106,28 @@ async def test_a_read_racing_an_invalidation_is_not_cached(store: Store, clock: 
     cache.lookup.find_stored = slow_read  # type: ignore[method-assign]
     assert await cache.find(issued.key) is not None
     assert len(cache.positive) == 0
+
+
+async def test_group_changes_by_another_process_reach_the_cache(
+    db_path: Path, clock: Clock
+) -> None:
+    from keystile.accounts import AccountService
+
+    async with await Store.open(db_path) as server_store, await Store.open(db_path) as cli_store:
+        cache = cached(server_store, clock)
+        await cache.start()
+        keys = KeyService(cli_store, Hasher())
+        accounts = AccountService(keys)
+        issued = await keys.create("k", scopes=["chat"])
+        group = await accounts.create_group("artists", ["images"])
+        await cache.sync()
+        assert (await cache.find(issued.key)).granted == ("chat",)
+        await accounts.set_membership(group.id, issued.record.id, True)
+        await cache.sync()
+        assert (await cache.find(issued.key)).granted == ("chat", "images")
+        await accounts.update_group(group.id, scopes=["images", "audio"])
+        await cache.sync()
+        assert (await cache.find(issued.key)).granted == ("audio", "chat", "images")
+        await accounts.delete_group(group.id)
+        await cache.sync()
+        assert (await cache.find(issued.key)).granted == ("chat",)

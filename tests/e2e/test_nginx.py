@@ -12,31 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.e2e.harness import Keystile, Reply, Stack, Upstream, request, running_stack
-
-UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
-ORG = "org-e2e-literal"
-
-CONFIG = """
-[[routes]]
-name = "chat"
-path = "/v1/chat/*"
-methods = ["GET", "POST"]
-scopes = ["chat"]
-[routes.inject]
-Authorization = { env = "E2E_UPSTREAM_KEY", format = "Bearer {}" }
-
-[[routes]]
-name = "models"
-path = "/v1/models"
-[routes.inject]
-X-Api-Key = { env = "E2E_UPSTREAM_KEY" }
-"""
-
-
-def create_key(keystile: Keystile, *args: str) -> tuple[str, str]:
-    data = orjson.loads(keystile.cli("keys", "create", "--json", *args).stdout)
-    return data["id"], data["key"]
+from tests.e2e.harness import Reply, Stack, Upstream, request, running_stack
+from tests.e2e.test_proxies import CONFIG, UPSTREAM_SECRET, create_key
 
 
 @pytest.fixture(scope="module")

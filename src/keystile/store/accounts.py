@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +32,44 @@ _USER = "SELECT id, external_id, team_id, created_at, updated_at FROM users"
 _GROUP = "SELECT id, name, scopes, created_at, updated_at FROM groups"
 
 
+_KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
+    # kind: (select, row -> record, SET clause for its changeable columns)
+    "team": (_TEAM, _team, "name = ?, limits = ?"),
+    "user": (_USER, _user, ""),
+    "group": (_GROUP, _group, "name = ?, scopes = ?"),
+}
+
+
+def _changeable(kind: str, record: Any) -> tuple[Any, ...]:
+    if kind == "team":
+        return (record.name, dumps(record.limits))
+    return (record.name, dumps(list(record.scopes)))
+
+
 class AccountStore(StoreBase):
+    async def _get(self, kind: str, item_id: str) -> Any:
+        select, parse, _ = _KINDS[kind]
+        rows = await self._fetch(f"reading a {kind}", f"{select} WHERE id = ?", (item_id,))
+        if not rows:
+            raise NotFound(f"no {kind} with id {item_id!r}")
+        return parse(rows[0])
+
+    async def _change(self, kind: str, item_id: str, changes: dict[str, Any], audit: Audit) -> Any:
+        """Update a team or group, audited with before and after."""
+        select, parse, assignments = _KINDS[kind]
+        async with self._transaction(f"updating {kind} {item_id}") as conn:
+            row = await self._one(conn, f"{select} WHERE id = ?", (item_id,))
+            if row is None:
+                raise NotFound(f"no {kind} with id {item_id!r}")
+            before = parse(row)
+            after = replace(before, **changes, updated_at=time.time())
+            await conn.execute(
+                f"UPDATE {kind}s SET {assignments}, updated_at = ? WHERE id = ?",
+                (*_changeable(kind, after), after.updated_at, item_id),
+            )
+            await self._audit(conn, audit, kind, item_id, before.public(), after.public())
+        return after
+
     # -- teams --------------------------------------------------------------------
 
     async def insert_team(self, team: Team, audit: Audit | None = None) -> Team:
@@ -44,24 +82,12 @@ class AccountStore(StoreBase):
         return team
 
     async def update_team(self, team_id: str, changes: dict[str, Any], audit: Audit) -> Team:
-        async with self._transaction(f"updating team {team_id}") as conn:
-            row = await self._one(conn, f"{_TEAM} WHERE id = ?", (team_id,))
-            if row is None:
-                raise NotFound(f"no team with id {team_id!r}")
-            before = _team(row)
-            after = replace(before, **changes, updated_at=time.time())
-            await conn.execute(
-                "UPDATE teams SET name = ?, limits = ?, updated_at = ? WHERE id = ?",
-                (after.name, dumps(after.limits), after.updated_at, team_id),
-            )
-            await self._audit(conn, audit, "team", team_id, before.public(), after.public())
-        return after
+        team: Team = await self._change("team", team_id, changes, audit)
+        return team
 
     async def get_team(self, team_id: str) -> Team:
-        rows = await self._fetch("reading a team", f"{_TEAM} WHERE id = ?", (team_id,))
-        if not rows:
-            raise NotFound(f"no team with id {team_id!r}")
-        return _team(rows[0])
+        team: Team = await self._get("team", team_id)
+        return team
 
     async def list_teams(self) -> list[Team]:
         return [_team(r) for r in await self._fetch("listing teams", f"{_TEAM} ORDER BY name")]
@@ -83,10 +109,8 @@ class AccountStore(StoreBase):
         return user
 
     async def get_user(self, user_id: str) -> User:
-        rows = await self._fetch("reading a user", f"{_USER} WHERE id = ?", (user_id,))
-        if not rows:
-            raise NotFound(f"no user with id {user_id!r}")
-        return _user(rows[0])
+        user: User = await self._get("user", user_id)
+        return user
 
     async def list_users(self, team_id: str | None = None) -> list[User]:
         if team_id is None:
@@ -110,18 +134,8 @@ class AccountStore(StoreBase):
         return group
 
     async def update_group(self, group_id: str, changes: dict[str, Any], audit: Audit) -> Group:
-        async with self._transaction(f"updating group {group_id}") as conn:
-            row = await self._one(conn, f"{_GROUP} WHERE id = ?", (group_id,))
-            if row is None:
-                raise NotFound(f"no group with id {group_id!r}")
-            before = _group(row)
-            after = replace(before, **changes, updated_at=time.time())
-            await conn.execute(
-                "UPDATE groups SET name = ?, scopes = ?, updated_at = ? WHERE id = ?",
-                (after.name, dumps(list(after.scopes)), after.updated_at, group_id),
-            )
-            await self._audit(conn, audit, "group", group_id, before.public(), after.public())
-        return after
+        group: Group = await self._change("group", group_id, changes, audit)
+        return group
 
     async def delete_group(self, group_id: str, audit: Audit) -> Group:
         """Delete a group; its keys lose what it granted (the change log tells every server)."""
@@ -135,10 +149,8 @@ class AccountStore(StoreBase):
         return _group(row)
 
     async def get_group(self, group_id: str) -> Group:
-        rows = await self._fetch("reading a group", f"{_GROUP} WHERE id = ?", (group_id,))
-        if not rows:
-            raise NotFound(f"no group with id {group_id!r}")
-        return _group(rows[0])
+        group: Group = await self._get("group", group_id)
+        return group
 
     async def list_groups(self) -> list[Group]:
         return [_group(r) for r in await self._fetch("listing groups", f"{_GROUP} ORDER BY name")]

@@ -46,6 +46,8 @@ async def world(store: Store, clock: Clock) -> World:
         "revoked": await service.create("rev", scopes=["chat"]),
         "disabled": await service.create("dis", scopes=["chat"]),
         "deleted": await service.create("del", scopes=["chat"]),
+        "office": await service.create("office", scopes=["chat"], allowed_ips=["10.0.0.0/8"]),
+        "limited": await service.create("lim", scopes=["chat"], limits={"per_minute": 1}),
     }
     await service.revoke(made["revoked"].record.id)
     await service.update(made["disabled"].record.id, enabled=False)
@@ -87,6 +89,7 @@ CASES = [
     ("static key", "/v1/chat/x", "static", Outcome.ALLOW, None),
     ("static not admin", "/admin/x", "static", Outcome.FORBIDDEN, "insufficient_scope"),
     ("static admin", "/admin/x", "static-admin", Outcome.ALLOW, None),
+    ("ip not allowed", "/v1/chat/x", "office", Outcome.FORBIDDEN, "ip_not_allowed"),
 ]
 
 
@@ -136,6 +139,16 @@ async def test_unrelated_underscore_headers_are_fine(world: World) -> None:
         facts("/v1/chat/x", bearer(world.keys["chat"]), ("X_Trace_Id", "1"))
     )
     assert decision.allowed
+
+
+async def test_rate_limit_denies_with_retry_after_and_counts_only_allowed(world: World) -> None:
+    first = await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["limited"])))
+    assert first.allowed and first.rate is not None and first.rate.remaining == 0
+    second = await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["limited"])))
+    assert second.reason is not None and second.reason.code == "rate_limited"
+    assert second.outcome is Outcome.RATE_LIMITED and second.retry_after >= 1
+    # another key is not affected
+    assert (await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["chat"])))).allowed
 
 
 async def test_two_keys_deny_even_if_both_valid(world: World) -> None:

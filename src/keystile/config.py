@@ -154,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Most unknown keys remembered.", _positive(int)),
     Setting("poll_interval", None, "cache.poll_interval", "0.5",
             "Seconds between reads of the store's change log.", _positive(float)),
+    Setting("usage_flush_interval", None, "usage.flush_interval", "2",
+            "Seconds between writes of usage counts (and once more at shutdown).",
+            _positive(float)),
     Setting("max_staleness", None, "cache.max_staleness", "5",
             "Seconds without a change-log read after which cached keys are not trusted "
             "(fail closed while the store is down).", _positive(float)),
@@ -181,6 +184,7 @@ class Settings:
     negative_size: int = 100_000
     poll_interval: float = 0.5
     max_staleness: float = 5.0
+    usage_flush_interval: float = 2.0
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from keystile import reasons
@@ -23,6 +23,7 @@ from keystile.credentials import (
 )
 from keystile.errors import StoreError
 from keystile.paths import AmbiguousPath, parse_target
+from keystile.policy import RateInfo, RateLimiter, SlidingWindowLimiter, ip_allowed
 from keystile.reasons import Outcome, Reason
 from keystile.routes import Route, RouteTable
 from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
@@ -60,6 +61,7 @@ class Decision:
     upstream: Upstream = ()  # headers for the upstream request
     strip: tuple[str, ...] = ()  # client headers the upstream must not get (lower-case)
     retry_after: int | None = None
+    rate: RateInfo | None = None  # the tightest rate limit, for X-RateLimit-*
 
     @property
     def outcome(self) -> Outcome:
@@ -108,11 +110,13 @@ class Decider:
         routes: RouteTable,
         sources: Sequence[CredentialSource] = DEFAULT_SOURCES,
         clock: Callable[[], float] = time.time,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.keys = keys
         self.routes = routes
         self.sources = tuple(sources)
         self.clock = clock
+        self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
         # (id(record), id(route)) -> the allow; the decision holds the record, so
         # its id cannot be reused by a later object. Routes live as long as we do.
         # Policy is still evaluated on every request: only the result's shape is kept.
@@ -172,13 +176,25 @@ class Decider:
             return Decision(reasons.UNAVAILABLE)
         if record is None:
             return Decision(reasons.INVALID_API_KEY)
-        state = record.state(self.clock())
+        now = self.clock()
+        state = record.state(now)
         if state != ACTIVE:
             return Decision(_STATE_REASONS.get(state, reasons.REVOKED_API_KEY), record)
+        team = record.team
+        if (record.allowed_ips is not None or (team is not None and team.allowed_ips is not None)
+                ) and not ip_allowed(record, facts.client_ip):  # fmt: skip
+            return Decision(reasons.IP_NOT_ALLOWED, record)
         route = self.routes.match(facts.method, facts.host, path)
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
         elif not has_scopes(record.granted, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
-        return self.allow(record, route)
+        allowed = self.allow(record, route)
+        if record.limits or (team is not None and team.limits):
+            verdict = self.limiter.hit(record, now)
+            if not verdict.allowed:
+                return Decision(reasons.RATE_LIMITED, record, route,
+                                retry_after=verdict.retry_after, rate=verdict.rate)  # fmt: skip
+            return replace(allowed, rate=verdict.rate)
+        return allowed

@@ -26,6 +26,7 @@ from keystile.metrics import CONTENT_TYPE, Metrics
 from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from keystile.usage import UsageMeter
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -33,6 +34,7 @@ CACHE = web.AppKey("cache", CachedLookup)
 METRICS = web.AppKey("metrics", Metrics)
 DECIDER = web.AppKey("decider", Decider)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
+USAGE = web.AppKey("usage", UsageMeter)
 
 log = logging.getLogger("keystile.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,11 +61,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def auth_handler(adapter: Adapter, metrics: Metrics, trusted: TrustedProxies) -> Handler:
-    """The request path: facts, decision, rendering, one counter and one histogram."""
+def auth_handler(
+    adapter: Adapter, metrics: Metrics, usage: UsageMeter, trusted: TrustedProxies
+) -> Handler:
+    """The request path: facts, decision, rendering; counters in memory only."""
     parse, render = adapter.facts, adapter.render
     observe = metrics.decision_observer(adapter.name)
-    perf_counter = time.perf_counter
+    count = usage.record
+    perf_counter, wall = time.perf_counter, time.time
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
@@ -71,6 +76,7 @@ def auth_handler(adapter: Adapter, metrics: Metrics, trusted: TrustedProxies) ->
         decision = await request.app[DECIDER].decide(facts)
         response = render(decision)
         observe(decision, perf_counter() - started)
+        count(decision, wall())
         if decision.reason is not None:
             logs.log_denial(facts, decision)
         return response
@@ -94,13 +100,25 @@ async def _sync_forever(cache: CachedLookup, interval: float) -> None:
             failing = False
 
 
+async def _flush_forever(app: web.Application, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await app[USAGE].flush(app[STORE])
+        except StoreError as exc:
+            log.warning("usage flush failed, kept for the next one: %s", exc)
+        app[DECIDER].limiter.prune(time.time())
+
+
 def make_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[USAGE] = UsageMeter()
     trusted = TrustedProxies(settings.trusted_proxies)
     for adapter in ADAPTERS:
-        app.router.add_route("*", adapter.path, auth_handler(adapter, app[METRICS], trusted))
+        handler = auth_handler(adapter, app[METRICS], app[USAGE], trusted)
+        app.router.add_route("*", adapter.path, handler)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await Store.open(settings.db)
@@ -128,11 +146,22 @@ def make_app(settings: Settings) -> web.Application:
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
             keys, AccountService(keys), cache, settings.routes, settings.credential_headers
         )
-        syncing = asyncio.create_task(_sync_forever(cache, settings.poll_interval))
+        tasks = [
+            asyncio.create_task(_sync_forever(cache, settings.poll_interval)),
+            asyncio.create_task(_flush_forever(app, settings.usage_flush_interval)),
+        ]
         yield
-        syncing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await syncing
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # requests in flight have finished by now: count every one of them
+        try:
+            flushed = await app[USAGE].flush(store)
+            log.info("usage flushed at shutdown: %d requests", flushed)
+        except StoreError as exc:
+            log.error("usage lost at shutdown (%d requests): %s", app[USAGE].pending, exc)
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)

@@ -63,4 +63,15 @@ def deny_headers(decision: Decision) -> dict[str, str]:
         headers["WWW-Authenticate"] = www_authenticate(reason)
     if decision.retry_after is not None:
         headers["Retry-After"] = str(decision.retry_after)
+    headers.update(rate_headers(decision))
     return headers
+
+
+def rate_headers(decision: Decision) -> list[tuple[str, str]]:
+    """X-RateLimit-Limit / -Remaining / -Reset (seconds) when a rate limit applied."""
+    rate = decision.rate
+    if rate is None:
+        return []
+    return [("X-RateLimit-Limit", str(rate.limit)),
+            ("X-RateLimit-Remaining", str(rate.remaining)),
+            ("X-RateLimit-Reset", str(rate.reset))]  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.adapters.base import Adapter, deny_response
+from keystile.adapters.base import Adapter, deny_response, rate_headers
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 
@@ -33,7 +33,7 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
 def render(decision: Decision) -> web.Response:
     reason = decision.reason
     if reason is None:
-        headers = list(decision.upstream)
+        headers = [*decision.upstream, *rate_headers(decision)]
         if decision.strip:
             # only headers we do not set: Envoy may apply removals after setting
             headers.append((REMOVE_HEADER, ",".join(decision.strip)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.adapters.base import Adapter, deny_response
+from keystile.adapters.base import Adapter, deny_response, rate_headers
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 
@@ -37,7 +37,8 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
 def render(decision: Decision) -> web.Response:
     reason = decision.reason
     if reason is None:
-        headers = [*decision.upstream, *((name, "") for name in decision.strip)]
+        headers = [*decision.upstream, *((name, "") for name in decision.strip),
+                   *rate_headers(decision)]  # fmt: skip
         return web.Response(status=200, headers=headers)
     return deny_response(decision)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.adapters.base import Adapter, deny_response
+from keystile.adapters.base import Adapter, deny_response, rate_headers
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 from keystile.reasons import Outcome
@@ -37,7 +37,9 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
 def render(decision: Decision) -> web.Response:
     reason = decision.reason
     if reason is None:
-        return web.Response(status=200, headers=decision.upstream)
+        if decision.rate is None:
+            return web.Response(status=200, headers=decision.upstream)
+        return web.Response(status=200, headers=[*decision.upstream, *rate_headers(decision)])
     extra = {"X-Keystile-Message": reason.message}
     if reason.outcome is Outcome.RATE_LIMITED:
         extra["X-Keystile-Status"] = "429"

@@ -16,7 +16,8 @@ from keystile.store.records import AuditEntry, Group, Team, User
 
 
 def _team(row: sqlite3.Row) -> Team:
-    return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]))
+    ips = None if row[5] is None else tuple(orjson.loads(row[5]))
+    return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]), ips)
 
 
 def _user(row: sqlite3.Row) -> User:
@@ -27,14 +28,14 @@ def _group(row: sqlite3.Row) -> Group:
     return Group(row[0], row[1], row[3], row[4], tuple(orjson.loads(row[2])))
 
 
-_TEAM = "SELECT id, name, limits, created_at, updated_at FROM teams"
+_TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips FROM teams"
 _USER = "SELECT id, external_id, team_id, created_at, updated_at FROM users"
 _GROUP = "SELECT id, name, scopes, created_at, updated_at FROM groups"
 
 
 _KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     # kind: (select, row -> record, SET clause for its changeable columns)
-    "team": (_TEAM, _team, "name = ?, limits = ?"),
+    "team": (_TEAM, _team, "name = ?, limits = ?, allowed_ips = ?"),
     "user": (_USER, _user, ""),
     "group": (_GROUP, _group, "name = ?, scopes = ?"),
 }
@@ -42,7 +43,8 @@ _KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
 
 def _changeable(kind: str, record: Any) -> tuple[Any, ...]:
     if kind == "team":
-        return (record.name, dumps(record.limits))
+        ips = None if record.allowed_ips is None else list(record.allowed_ips)
+        return (record.name, dumps(record.limits), dumps(ips))
     return (record.name, dumps(list(record.scopes)))
 
 
@@ -75,9 +77,11 @@ class AccountStore(StoreBase):
     async def insert_team(self, team: Team, audit: Audit | None = None) -> Team:
         async with self._transaction(f"creating team {team.name!r}") as conn:
             await conn.execute(
-                "INSERT INTO teams (id, name, limits, created_at, updated_at) VALUES (?,?,?,?,?)",
-                (team.id, team.name, dumps(team.limits), team.created_at, team.updated_at),
-            )
+                "INSERT INTO teams (id, name, limits, created_at, updated_at, allowed_ips)"
+                " VALUES (?,?,?,?,?,?)",
+                (team.id, team.name, dumps(team.limits), team.created_at, team.updated_at,
+                 dumps(None if team.allowed_ips is None else list(team.allowed_ips))),
+            )  # fmt: skip
             await self._audit(conn, audit, "team", team.id, None, team.public())
         return team
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,7 +14,7 @@ import orjson
 
 from keystile.errors import InvalidInput, NotFound
 from keystile.store.base import Audit, StoreBase
-from keystile.store.records import COLUMNS, KeyRecord
+from keystile.store.records import COLUMNS, KeyRecord, TeamPolicy
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM keys"
 _INSERT = f"INSERT INTO keys ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -74,9 +74,28 @@ class KeyStore(StoreBase):
             found.setdefault(key_id, []).append((group_id, name, tuple(orjson.loads(scopes))))
         return {key_id: tuple(groups) for key_id, groups in found.items()}
 
+    async def _teams_of(self, user_ids: Sequence[str]) -> dict[str, TeamPolicy]:
+        if not user_ids:
+            return {}
+        marks = ", ".join("?" * len(user_ids))
+        rows = await self._fetch(
+            "reading key teams",
+            "SELECT u.id, t.id, t.limits, t.allowed_ips FROM users u"
+            f" JOIN teams t ON t.id = u.team_id WHERE u.id IN ({marks})",
+            list(user_ids),
+        )
+        return {
+            user_id: TeamPolicy(team_id, orjson.loads(limits),
+                                None if ips is None else tuple(orjson.loads(ips)))
+            for user_id, team_id, limits, ips in rows
+        }  # fmt: skip
+
     async def _records(self, rows: list[sqlite3.Row]) -> list[KeyRecord]:
         groups = await self._groups_of([row[0] for row in rows])
-        return [KeyRecord.from_row(row, groups.get(row[0], ())) for row in rows]
+        user_index = COLUMNS.index("user_id")
+        teams = await self._teams_of(sorted({r[user_index] for r in rows if r[user_index]}))
+        return [KeyRecord.from_row(row, groups.get(row[0], ()), teams.get(row[user_index]))
+                for row in rows]  # fmt: skip
 
     async def get_key(self, key_id: str) -> KeyRecord:
         rows = await self._fetch(f"reading key {key_id}", f"{_SELECT} WHERE id = ?", (key_id,))
@@ -150,6 +169,32 @@ class KeyStore(StoreBase):
         if not rows:
             return seq, []
         return int(rows[-1][0]), [row[1] for row in rows]
+
+    async def add_usage(
+        self, counts: Mapping[tuple[str, int, str, str], int], last_used: Mapping[str, float]
+    ) -> None:
+        """Add request counts and raise last-used times, in one transaction."""
+        async with self._transaction("recording usage") as conn:
+            await conn.executemany(
+                "INSERT INTO usage (key_id, hour, route, outcome, count) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key_id, hour, route, outcome) DO UPDATE"
+                " SET count = count + excluded.count",
+                [(*key, count) for key, count in counts.items()],
+            )
+            await conn.executemany(
+                "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+                [(at, key_id) for key_id, at in last_used.items()],
+            )
+
+    async def usage(self, key_id: str, since: float = 0.0) -> list[tuple[int, str, str, int]]:
+        """(hour, route, outcome, count) rows for one key, oldest first."""
+        rows = await self._fetch(
+            "reading usage",
+            "SELECT hour, route, outcome, count FROM usage WHERE key_id = ? AND hour >= ?"
+            " ORDER BY hour, route, outcome",
+            (key_id, since),
+        )
+        return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
     async def insert_keys(self, records: Iterable[KeyRecord], audit: Audit | None = None) -> int:
         """Insert records in one transaction; a duplicate hash or id raises Conflict."""

@@ -24,6 +24,15 @@ _JSON_COLUMNS = ("scopes", "metadata", "limits")
 
 
 @dataclass(frozen=True, slots=True)
+class TeamPolicy:
+    """What a key's team adds to its policy."""
+
+    id: str
+    limits: dict[str, Any] = field(default_factory=dict)
+    allowed_ips: tuple[str, ...] | None = None  # None: any address
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """One stored key. Holds the hash, never the key."""
 
@@ -50,6 +59,7 @@ class KeyRecord:
     limits: dict[str, Any] = field(default_factory=dict)
     # from the key's groups (not columns of the key)
     groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
+    team: TeamPolicy | None = None  # through the key's user
     granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
 
     def __post_init__(self) -> None:
@@ -87,6 +97,7 @@ class KeyRecord:
         cls,
         row: sqlite3.Row | tuple[Any, ...],
         groups: tuple[tuple[str, str, tuple[str, ...]], ...] = (),
+        team: TeamPolicy | None = None,
     ) -> KeyRecord:
         data = dict(zip(COLUMNS, row, strict=True))
         data["scopes"] = tuple(orjson.loads(data["scopes"]))
@@ -95,7 +106,7 @@ class KeyRecord:
         if data["allowed_ips"] is not None:
             data["allowed_ips"] = tuple(orjson.loads(data["allowed_ips"]))
         data["enabled"] = bool(data["enabled"])
-        return cls(**data, groups=groups)
+        return cls(**data, groups=groups, team=team)
 
     def public(self, now: float) -> dict[str, Any]:
         """What listings show: everything but the hash."""
@@ -122,6 +133,7 @@ class KeyRecord:
             "allowed_ips": None if self.allowed_ips is None else list(self.allowed_ips),
             "limits": self.limits,
             "groups": [name for _, name, _ in self.groups],
+            "team_id": self.team.id if self.team else None,
             "granted_scopes": list(self.granted),
         }
 
@@ -133,9 +145,11 @@ class Team:
     created_at: float
     updated_at: float
     limits: dict[str, Any] = field(default_factory=dict)
+    allowed_ips: tuple[str, ...] | None = None
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "limits": self.limits,
+        ips = None if self.allowed_ips is None else list(self.allowed_ips)
+        return {"id": self.id, "name": self.name, "limits": self.limits, "allowed_ips": ips,
                 "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
 
 

@@ -1,0 +1,52 @@
+"""Usage accounting with no write on the request path.
+
+Each decision bumps an in-memory counter (key, hour, route, outcome) and, on an
+allow, the key's last-used time. A background task flushes them to the store
+in one transaction every few seconds, and once more at shutdown; a flush that
+fails puts its counts back, so none are lost while the process lives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from keystile.decide import Decision
+from keystile.store import Store
+
+UsageKey = tuple[str, int, str, str]  # key id, hour start, route, outcome
+
+
+class UsageMeter:
+    def __init__(self) -> None:
+        self.counts: Counter[UsageKey] = Counter()
+        self.last_used: dict[str, float] = {}
+
+    def record(self, decision: Decision, now: float) -> None:
+        record = decision.record
+        if record is None or record.origin == "static":
+            return
+        reason = decision.reason
+        route = decision.route.name if decision.route is not None else ""
+        hour = int(now // 3600 * 3600)
+        self.counts[(record.id, hour, route, "allow" if reason is None else reason.code)] += 1
+        if reason is None:
+            self.last_used[record.id] = now
+
+    @property
+    def pending(self) -> int:
+        return sum(self.counts.values())
+
+    async def flush(self, store: Store) -> int:
+        """Write what was counted since the last flush; returns how many requests."""
+        counts, last_used = self.counts, self.last_used
+        if not counts and not last_used:
+            return 0
+        self.counts, self.last_used = Counter(), {}
+        try:
+            await store.add_usage(counts, last_used)
+        except BaseException:
+            self.counts.update(counts)  # put them back: the next flush tries again
+            for key_id, at in last_used.items():
+                self.last_used[key_id] = max(at, self.last_used.get(key_id, 0.0))
+            raise
+        return sum(counts.values())

@@ -191,3 +191,17 @@ def test_cli_errors_for_accounts(run) -> None:
     assert done.returncode == 2 and "'Bad Name'" in done.stderr
     done = run("keys", "create", "--name", "x", "--limit", "per_minute=lots", ok=False)
     assert done.returncode == 2 and "per_minute=lots" in done.stderr
+
+
+def test_explain_and_usage(run, tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text('[[routes]]\nname = "chat"\npath = "/v1/chat/*"\nscopes = ["chat"]\n')
+    env = {"KEYSTILE_CONFIG": str(toml)}
+    key = as_json(run("keys", "create", "--name", "office", "--scope", "memory",
+                      "--allowed-ip", "10.0.0.0/8", "--json"))  # fmt: skip
+    outside = as_json(run("explain", key["id"], "/v1/chat/x", "--ip", "8.8.8.8", "--json", **env))
+    assert (outside["allowed"], outside["reason"]) == (False, "ip_not_allowed")
+    inside = run("explain", key["id"], "/v1/chat/x", "--ip", "10.0.0.1", **env).stdout
+    assert "DENY (insufficient_scope)" in inside and "required_scopes" in inside
+    assert as_json(run("usage", key["id"], "--json"))["allowed"] == 0
+    assert "0 allowed" in run("usage", key["id"]).stdout

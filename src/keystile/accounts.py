@@ -13,7 +13,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from keystile.errors import InvalidInput
-from keystile.service import KeyService, check_limits, check_scopes, new_key_id
+from keystile.service import (
+    UNSET,
+    KeyService,
+    check_allowed_ips,
+    check_limits,
+    check_scopes,
+    new_key_id,
+)
 from keystile.store import Audit, Group, KeyFilter, Team, User
 
 GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -45,10 +52,15 @@ class AccountService:
     # -- teams and users --------------------------------------------------------------
 
     async def create_team(
-        self, name: str, limits: Mapping[str, Any] | None = None, actor: str = "cli"
+        self,
+        name: str,
+        limits: Mapping[str, Any] | None = None,
+        actor: str = "cli",
+        allowed_ips: Iterable[str] | None = None,
     ) -> Team:
         now = self.keys.clock()
-        team = Team(new_id("team"), _printable("name", name), now, now, check_limits(limits or {}))
+        team = Team(new_id("team"), _printable("name", name), now, now, check_limits(limits or {}),
+                    check_allowed_ips(allowed_ips))  # fmt: skip
         return await self.store.insert_team(team, Audit(actor, "team.create"))
 
     async def update_team(
@@ -57,8 +69,11 @@ class AccountService:
         name: str | None = None,
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
+        allowed_ips: Iterable[str] | None = UNSET,
     ) -> Team:
         changes: dict[str, Any] = {}
+        if allowed_ips is not UNSET:
+            changes["allowed_ips"] = check_allowed_ips(allowed_ips)
         if name is not None:
             changes["name"] = _printable("name", name)
         if limits is not None:

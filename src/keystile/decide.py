@@ -24,6 +24,7 @@ from keystile.credentials import (
 from keystile.errors import StoreError
 from keystile.paths import AmbiguousPath, parse_target
 from keystile.policy import RateInfo, RateLimiter, SlidingWindowLimiter, ip_allowed
+from keystile.quotas import Quotas
 from keystile.reasons import Outcome, Reason
 from keystile.routes import Route, RouteTable
 from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
@@ -111,12 +112,14 @@ class Decider:
         sources: Sequence[CredentialSource] = DEFAULT_SOURCES,
         clock: Callable[[], float] = time.time,
         limiter: RateLimiter | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.keys = keys
         self.routes = routes
         self.sources = tuple(sources)
         self.clock = clock
         self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
+        self.quotas = quotas if quotas is not None else Quotas(keys.lookup.store)
         # (id(record), id(route)) -> the allow; the decision holds the record, so
         # its id cannot be reused by a later object. Routes live as long as we do.
         # Policy is still evaluated on every request: only the result's shape is kept.
@@ -176,15 +179,30 @@ class Decider:
             return Decision(reasons.UNAVAILABLE)
         if record is None:
             return Decision(reasons.INVALID_API_KEY)
+        return await self.judge(record, facts.method, facts.host, path, facts.client_ip)
+
+    async def judge(
+        self,
+        record: KeyRecord,
+        method: str,
+        host: str,
+        path: str,
+        client_ip: str | None,
+        dry_run: bool = False,
+    ) -> Decision:
+        """Apply the key's state, allowlists, routes, scopes and limits to one request.
+
+        ``dry_run`` (explain) decides without counting against limits or quotas.
+        """
         now = self.clock()
         state = record.state(now)
         if state != ACTIVE:
             return Decision(_STATE_REASONS.get(state, reasons.REVOKED_API_KEY), record)
         team = record.team
         if (record.allowed_ips is not None or (team is not None and team.allowed_ips is not None)
-                ) and not ip_allowed(record, facts.client_ip):  # fmt: skip
+                ) and not ip_allowed(record, client_ip):  # fmt: skip
             return Decision(reasons.IP_NOT_ALLOWED, record)
-        route = self.routes.match(facts.method, facts.host, path)
+        route = self.routes.match(method, host, path)
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
@@ -192,9 +210,23 @@ class Decider:
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
         allowed = self.allow(record, route)
         if record.limits or (team is not None and team.limits):
-            verdict = self.limiter.hit(record, now)
-            if not verdict.allowed:
-                return Decision(reasons.RATE_LIMITED, record, route,
-                                retry_after=verdict.retry_after, rate=verdict.rate)  # fmt: skip
-            return replace(allowed, rate=verdict.rate)
+            return await self.limited(allowed, record, route, now, dry_run)
         return allowed
+
+    async def limited(
+        self, allowed: Decision, record: KeyRecord, route: Route | None, now: float, dry_run: bool
+    ) -> Decision:
+        """Quotas first (they count nothing), then rate limits (which count the request)."""
+        try:
+            spent = await self.quotas.check(record, now)
+        except StoreError:
+            return Decision(reasons.UNAVAILABLE, record, route)
+        if spent is not None:
+            return Decision(reasons.QUOTA_EXCEEDED, record, route, retry_after=spent.retry_after)
+        verdict = self.limiter.hit(record, now, commit=not dry_run)
+        if not verdict.allowed:
+            return Decision(reasons.RATE_LIMITED, record, route,
+                            retry_after=verdict.retry_after, rate=verdict.rate)  # fmt: skip
+        if not dry_run:
+            self.quotas.count(record, now)
+        return replace(allowed, rate=verdict.rate) if verdict.rate else allowed

@@ -62,7 +62,7 @@ class Verdict:
 
 
 class RateLimiter(Protocol):
-    def hit(self, record: KeyRecord, now: float) -> Verdict: ...
+    def hit(self, record: KeyRecord, now: float, commit: bool = True) -> Verdict: ...
     def prune(self, now: float) -> None: ...
 
 
@@ -118,8 +118,9 @@ class SlidingWindowLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, tuple[_Window, float]] = {}
 
-    def hit(self, record: KeyRecord, now: float) -> Verdict:
-        """Count one request against every limit, unless one of them is spent."""
+    def hit(self, record: KeyRecord, now: float, commit: bool = True) -> Verdict:
+        """Count one request against every limit, unless one of them is spent
+        (``commit=False``: only say whether it would pass)."""
         tightest: RateInfo | None = None
         taken = []
         for bucket, period, limit in buckets(record):
@@ -137,7 +138,7 @@ class SlidingWindowLimiter:
             if tightest is None or remaining < tightest.remaining:
                 tightest = RateInfo(limit, remaining, reset)
             taken.append((window, slot))
-        for window, slot in taken:
+        for window, slot in taken if commit else ():
             window.counts[slot % (SLOTS + 1)] += 1
             window.total += 1
         return Verdict(True, tightest)

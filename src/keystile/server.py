@@ -144,8 +144,9 @@ def make_app(settings: Settings) -> web.Application:
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
         keys.on_change.append(cache.invalidate)  # same process: at once
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
-            keys, AccountService(keys), cache, settings.routes, settings.credential_headers
-        )
+            keys, AccountService(keys), cache, settings.routes, settings.credential_headers,
+            app[DECIDER], app[USAGE],
+        )  # fmt: skip
         tasks = [
             asyncio.create_task(_sync_forever(cache, settings.poll_interval)),
             asyncio.create_task(_flush_forever(app, settings.usage_flush_interval)),

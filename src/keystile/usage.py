@@ -50,3 +50,20 @@ class UsageMeter:
                 self.last_used[key_id] = max(at, self.last_used.get(key_id, 0.0))
             raise
         return sum(counts.values())
+
+
+def summarize(rows: list[tuple[int, str, str, int]]) -> dict[str, object]:
+    """Totals by outcome and route, and the hourly rows, as the CLI and API show them."""
+    by_outcome: Counter[str] = Counter()
+    by_route: Counter[str] = Counter()
+    for _, route, outcome, count in rows:
+        by_outcome[outcome] += count
+        if outcome == "allow":
+            by_route[route or "(no route)"] += count
+    return {
+        "allowed": by_outcome.get("allow", 0),
+        "denied": {k: v for k, v in sorted(by_outcome.items()) if k != "allow"},
+        "allowed_by_route": dict(sorted(by_route.items())),
+        "hours": [{"hour": hour, "route": route, "outcome": outcome, "count": count}
+                  for hour, route, outcome, count in rows],
+    }  # fmt: skip

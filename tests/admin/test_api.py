@@ -242,3 +242,47 @@ async def test_separate_admin_listener_keeps_the_api_off_the_main_port(
     client = await aiohttp_client(app)
     assert (await client.get(PREFIX + "/keys", headers=auth())).status == 404
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_usage_and_explain(client: TestClient) -> None:
+    key = await call(
+        client,
+        "POST",
+        "/keys",
+        201,
+        json={"name": "metered", "scopes": ["chat"], "limits": {"per_minute": 2}},
+    )
+    statuses = [await nginx_status(client, key["key"]) for _ in range(3)]
+    assert statuses == [200, 200, 403]  # the third is a rate limit (403 + X-Keystile-Status)
+    assert await nginx_status(client, key["key"], "/v1/images/x") == 403  # scope
+    usage = await call(client, "GET", f"/keys/{key['id']}/usage", 200)
+    assert usage["allowed"] == 2 and usage["allowed_by_route"] == {"chat": 2}
+    assert usage["denied"] == {"insufficient_scope": 1, "rate_limited": 1}
+    assert usage["last_used_at"] is not None
+
+    why = await call(client, "POST", "/explain", 200,
+                     json={"key_id": key["id"], "url": "/v1/images/x"})  # fmt: skip
+    assert (why["allowed"], why["reason"], why["route"]) == (False, "insufficient_scope", "images")
+    assert why["required_scopes"] == ["images"]
+    limited = await call(client, "POST", "/explain", 200,
+                         json={"key_id": key["id"], "url": "/v1/chat/x"})  # fmt: skip
+    assert limited["reason"] == "rate_limited" and limited["retry_after"] >= 1
+    # explaining counts nothing
+    assert (await call(client, "GET", f"/keys/{key['id']}/usage", 200))["allowed"] == 2
+
+
+async def test_team_allowlist_applies_to_its_keys(client: TestClient) -> None:
+    team = await call(client, "POST", "/teams", 201,
+                      json={"name": "office", "allowed_ips": ["10.0.0.0/8"]})  # fmt: skip
+    user = await call(
+        client, "POST", "/users", 201, json={"external_id": "o", "team_id": team["id"]}
+    )
+    key = await call(client, "POST", "/keys", 201,
+                     json={"name": "k", "user_id": user["id"], "scopes": ["chat"]})  # fmt: skip
+    # the test client connects from 127.0.0.1, outside the team's network
+    assert await nginx_status(client, key["key"]) == 403
+    asked = {"key_id": key["id"], "url": "/v1/chat/x", "client_ip": "10.2.3.4"}
+    why = await call(client, "POST", "/explain", 200, json=asked)
+    assert why["allowed"] and why["team_allowed_ips"] == ["10.0.0.0/8"]
+    await call(client, "PATCH", f"/teams/{team['id']}", 200, json={"allowed_ips": None})
+    assert await nginx_status(client, key["key"]) == 200  # same process: at once

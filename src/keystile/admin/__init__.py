@@ -53,7 +53,11 @@ K, T, U, G = f"{PREFIX}/keys", f"{PREFIX}/teams", f"{PREFIX}/users", f"{PREFIX}/
 TEAM_BODY = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"name": PRINTABLE, "limits": LIMITS},
+    "properties": {
+        "name": PRINTABLE,
+        "limits": LIMITS,
+        "allowed_ips": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
 }
 TEAM_CREATE = {**TEAM_BODY, "required": ["name"]}
 GROUP_BODY = {
@@ -83,6 +87,15 @@ ENDPOINTS: list[Endpoint] = [
              body={"type": "object", "additionalProperties": False,
                    "properties": {"grace": {"type": ["string", "number"]}}},
              headers=("Idempotency-Key",)),
+    Endpoint("GET", K + "/{key_id}/usage", keys.key_usage,
+             "Requests of a key: allowed, denied by reason, per route, per hour",
+             {"type": "object", "required": ["key_id", "allowed"]}, query={"since": STRING}),
+    Endpoint("POST", f"{PREFIX}/explain", keys.explain_request,
+             "What keystile would decide for a key on a request, and why (counts nothing)",
+             {"type": "object", "required": ["allowed", "reason", "why"]},
+             body={"type": "object", "additionalProperties": False, "required": ["key_id", "url"],
+                   "properties": {"key_id": STRING, "method": STRING, "url": STRING,
+                                  "client_ip": {"type": ["string", "null"]}}}),
     Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201, body=TEAM_CREATE),
     Endpoint("GET", T, acc.list_teams, "List teams", _list_of("Team")),
     Endpoint("GET", T + "/{team_id}", acc.get_team, "A team", _ref("Team")),

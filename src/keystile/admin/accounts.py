@@ -9,6 +9,7 @@ from keystile.admin.auth import require_admin
 from keystile.admin.context import caller_of
 from keystile.admin.http import iso, query, query_int, read_body, reply, strings
 from keystile.errors import InvalidInput
+from keystile.service import UNSET
 
 
 async def _admin(request: web.Request):  # type: ignore[no-untyped-def]
@@ -26,9 +27,12 @@ def _required(body: dict[str, object], name: str) -> str:
 
 async def create_team(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(request, {"name": str, "limits": dict})
+    body = await read_body(
+        request, {"name": str, "limits": dict, "allowed_ips": (list, type(None))}
+    )
     team = await ctx.accounts.create_team(_required(body, "name"), body.get("limits"),
-                                          actor=caller.actor)  # fmt: skip
+                                          actor=caller.actor,
+                                          allowed_ips=strings(body, "allowed_ips"))  # fmt: skip
     return reply(iso(team.public()), status=201)
 
 
@@ -44,9 +48,13 @@ async def get_team(request: web.Request) -> web.Response:
 
 async def update_team(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(request, {"name": str, "limits": dict})
+    body = await read_body(
+        request, {"name": str, "limits": dict, "allowed_ips": (list, type(None))}
+    )
+    ips = strings(body, "allowed_ips") if "allowed_ips" in body else UNSET
     team = await ctx.accounts.update_team(request.match_info["team_id"], body.get("name"),
-                                          body.get("limits"), actor=caller.actor)  # fmt: skip
+                                          body.get("limits"), actor=caller.actor,
+                                          allowed_ips=ips)  # fmt: skip
     return reply(iso(team.public()))
 
 

@@ -11,8 +11,10 @@ from keystile.accounts import AccountService
 from keystile.admin.auth import Caller, authenticate
 from keystile.cache import CachedLookup
 from keystile.credentials import CredentialSource
+from keystile.decide import Decider
 from keystile.routes import RouteTable
 from keystile.service import KeyService
+from keystile.usage import UsageMeter
 
 
 @dataclass
@@ -22,6 +24,8 @@ class AdminContext:
     lookup: CachedLookup
     routes: RouteTable
     sources: tuple[CredentialSource, ...]
+    decider: Decider
+    usage: UsageMeter
 
 
 class ContextHolder:

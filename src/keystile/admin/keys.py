@@ -12,11 +12,13 @@ from keystile.access import reachable_routes
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, caller_of
 from keystile.admin.http import MISSING, expiry, iso, query, query_int, read_body, reply, strings
-from keystile.durations import parse_duration
+from keystile.durations import parse_duration, parse_instant
 from keystile.errors import InvalidInput, NotFound
+from keystile.explain import explain
 from keystile.service import UNSET
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
+from keystile.usage import summarize
 
 KEY_FIELDS = {"name": str, "scopes": list, "owner": str, "user_id": str,
               "expires_at": (str, type(None)),
@@ -151,3 +153,34 @@ async def rotate_key(request: web.Request) -> web.Response:
     if memo:
         await ctx.keys.store.remember(memo, answer)
     return reply({**answer, "key": rotation.new.key}, status=201, no_store=True)
+
+
+async def key_usage(request: web.Request) -> web.Response:
+    """Usage of one key; counts still in memory are written first, so nothing is missing."""
+    ctx, caller = await caller_of(request)
+    record = await _owned(ctx, caller, request.match_info["key_id"])
+    since = 0.0
+    if text := query(request, "since"):
+        try:
+            since = parse_instant(text)
+        except ValueError as exc:
+            raise InvalidInput("since", str(exc)) from None
+    await ctx.usage.flush(ctx.keys.store)
+    record = await ctx.keys.store.get_key(record.id)  # with the last-used time just written
+    summary = summarize(await ctx.keys.store.usage(record.id, since))
+    summary["hours"] = [iso({**row, "at": row.pop("hour")}) for row in summary["hours"]]  # type: ignore[attr-defined]
+    return reply({"key_id": record.id, "last_used_at": iso(view(record))["last_used_at"],
+                  **summary})  # fmt: skip
+
+
+async def explain_request(request: web.Request) -> web.Response:
+    ctx, caller = await caller_of(request)
+    body = await read_body(request, {"key_id": str, "method": str, "url": str,
+                                     "client_ip": (str, type(None))})  # fmt: skip
+    for name in ("key_id", "url"):
+        if not isinstance(body.get(name), str):
+            raise InvalidInput(name, "is required")
+    record = await _owned(ctx, caller, body["key_id"])
+    record = await ctx.keys.store.get_key(record.id)
+    return reply(await explain(ctx.decider, record, body.get("method") or "GET", body["url"],
+                               body.get("client_ip")))  # fmt: skip

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from keystile.cache import CachedLookup
 from keystile.cli import args as types
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
+from keystile.decide import Decider
 from keystile.durations import format_instant
+from keystile.explain import explain
+from keystile.lookup import KeyLookup
+from keystile.static_keys import StaticKeys
+from keystile.usage import summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = teams.add_parser("create", help="create a team")
     p.add_argument("name")
     p.add_argument("--limit", action="append", default=[], type=types.limit, metavar="NAME=N")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
+                   help="the team's keys work only from here (repeatable)")  # fmt: skip
     _json(p, team_create)
     _json(teams.add_parser("list", help="list teams"), team_list)
 
@@ -53,6 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.set_defaults(member=member)
         _json(p, membership)
 
+    p = sub.add_parser("usage", help="requests of a key: allowed, denied by reason, per route")
+    p.add_argument("key_id")
+    p.add_argument("--since", type=types.instant, metavar="ISO-8601")
+    _json(p, usage)
+
+    p = sub.add_parser("explain", help="what keystile would decide for a key on a request")
+    p.add_argument("key_id")
+    p.add_argument("url", help="path (and query) or URL, e.g. /v1/chat/completions")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--ip", metavar="ADDRESS", help="the client's address")
+    _json(p, explain_cmd)
+
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")  # fmt: skip
     p = audit.add_parser("list", help="list changes, oldest first")
@@ -89,7 +109,8 @@ def _cell(value: object) -> str:
 
 
 async def team_create(args: argparse.Namespace, cli: Cli) -> int:
-    team = await cli.accounts.create_team(args.name, dict(args.limit))
+    team = await cli.accounts.create_team(args.name, dict(args.limit),
+                                          allowed_ips=args.allowed_ip)  # fmt: skip
     return _show(args, team.public(), ["ID", "NAME", "LIMITS"])
 
 
@@ -140,3 +161,37 @@ async def audit_list(args: argparse.Namespace, cli: Cli) -> int:
                                               actor=args.actor, limit=args.limit)  # fmt: skip
     data = [{**e.public(), "at": format_instant(e.at)} for e in entries]
     return _show(args, data, ["SEQ", "AT", "ACTOR", "ACTION", "TARGET_TYPE", "TARGET_ID"])
+
+
+async def usage(args: argparse.Namespace, cli: Cli) -> int:
+    """Counts written by servers (every few seconds and at shutdown)."""
+    record = await cli.keys.get(args.key_id)
+    summary = summarize(await cli.keys.store.usage(record.id, args.since or 0.0))
+    if args.json:
+        emit_json({"key_id": record.id, **summary})
+        return 0
+    print(f"{record.id} ({record.name}): {summary['allowed']} allowed, last used "
+          f"{format_instant(record.last_used_at)}")  # fmt: skip
+    for reason, count in summary["denied"].items():  # type: ignore[attr-defined]
+        print(f"  denied {reason}: {count}")
+    for route, count in summary["allowed_by_route"].items():  # type: ignore[attr-defined]
+        print(f"  route {route}: {count}")
+    return 0
+
+
+async def explain_cmd(args: argparse.Namespace, cli: Cli) -> int:
+    settings = cli.settings
+    lookup = KeyLookup(cli.keys.store, settings.hasher(), settings.key_format, StaticKeys())
+    decider = Decider(CachedLookup(lookup), settings.routes, settings.credential_headers)
+    answer = await explain(decider, await cli.keys.get(args.key_id), args.method, args.url,
+                           args.ip)  # fmt: skip
+    if args.json:
+        emit_json(answer)
+        return 0
+    verdict = "ALLOW" if answer["allowed"] else f"DENY ({answer['reason']})"
+    print(f"{verdict}: {answer['why']}")
+    for name in ("route", "required_scopes", "granted_scopes", "via", "client_ip",
+                 "allowed_ips", "team_allowed_ips", "retry_after"):  # fmt: skip
+        if answer.get(name) is not None:
+            print(f"  {name}: {answer[name]}")
+    return 0

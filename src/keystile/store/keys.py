@@ -196,6 +196,22 @@ class KeyStore(StoreBase):
         )
         return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
+    async def allowed_since(self, kind: str, owner_id: str, since: float) -> int:
+        """Allowed requests of a key (or all keys of a team's users) since ``since``."""
+        if kind == "key":
+            where, params = "key_id = ?", [owner_id]
+        else:
+            where = ("key_id IN (SELECT k.id FROM keys k JOIN users u ON u.id = k.user_id"
+                     " WHERE u.team_id = ?)")  # fmt: skip
+            params = [owner_id]
+        rows = await self._fetch(
+            "reading usage",
+            f"SELECT coalesce(sum(count), 0) FROM usage WHERE {where}"
+            " AND outcome = 'allow' AND hour >= ?",
+            [*params, since - since % 3600],
+        )
+        return int(rows[0][0])
+
     async def insert_keys(self, records: Iterable[KeyRecord], audit: Audit | None = None) -> int:
         """Insert records in one transaction; a duplicate hash or id raises Conflict."""
         records = list(records)

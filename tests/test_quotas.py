@@ -1,0 +1,59 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from keystile.accounts import AccountService
+from keystile.decide import Decision
+from keystile.keys import Hasher
+from keystile.quotas import Quotas, period
+from keystile.service import KeyService
+from keystile.store import Store
+from keystile.usage import UsageMeter
+
+NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC).timestamp()
+
+
+def test_periods_are_utc_days_and_calendar_months() -> None:
+    day = period("quota_day", NOW)
+    assert day == (datetime(2026, 11, 23, tzinfo=UTC).timestamp(),
+                   datetime(2026, 11, 24, tzinfo=UTC).timestamp())  # fmt: skip
+    december = datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp()
+    month = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    assert period("quota_month", december) == tuple(m.timestamp() for m in month)
+
+
+async def test_quota_is_spent_and_survives_a_restart(store: Store) -> None:
+    record = (await KeyService(store, Hasher()).create("k", limits={"quota_day": 3})).record
+    quotas, meter = Quotas(store), UsageMeter()
+    for _ in range(2):
+        assert await quotas.check(record, NOW) is None
+        quotas.count(record, NOW)
+        meter.record(Decision(None, record), NOW)
+    await meter.flush(store)
+    restarted = Quotas(store)  # a new process: reads what was used today
+    assert await restarted.check(record, NOW) is None
+    restarted.count(record, NOW)
+    spent = await restarted.check(record, NOW)
+    assert spent is not None and spent.retry_after == 11 * 3600 + 30 * 60
+    assert await restarted.check(record, NOW + 86400) is None  # a new day
+
+
+async def test_team_quota_covers_all_its_keys(store: Store) -> None:
+    keys = KeyService(store, Hasher())
+    accounts = AccountService(keys)
+    team = await accounts.create_team("ml", {"quota_month": 2})
+    user = await accounts.create_user("ana", team.id)
+    a = (await keys.create("a", user_id=user.id)).record
+    b = (await keys.create("b", user_id=user.id)).record
+    a, b = await store.get_key(a.id), await store.get_key(b.id)  # with their team
+    quotas = Quotas(store)
+    for record in (a, b):
+        assert await quotas.check(record, NOW) is None
+        quotas.count(record, NOW)
+    assert await quotas.check(a, NOW) is not None
+
+
+@pytest.mark.parametrize("name", ["quota_day", "quota_month"])
+def test_period_contains_now(name: str) -> None:
+    start, end = period(name, NOW)
+    assert start <= NOW < end

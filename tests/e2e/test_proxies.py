@@ -214,3 +214,20 @@ def test_keystile_down_means_no_upstream_hit(
         assert reply.status in (502, 503), reply.text()
         assert own.upstream.seen == []
         no_secret_in(reply, keys["chat"][1])
+
+
+def test_rate_limit_reaches_the_client_as_429(stack: Stack, upstream: Upstream) -> None:
+    _, key = create_key(stack.keystile, "--name", "metered", "--scope", "chat",
+                        "--limit", "per_hour=1")  # fmt: skip
+    first = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
+    assert first.status == 200, first.text()
+    if stack.proxy.kind != "caddy":  # forward auth cannot pass auth headers on an allow
+        assert first.header("X-RateLimit-Limit") == "1"
+        assert first.header("X-RateLimit-Remaining") == "0"
+    limited = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
+    assert limited.status == 429, limited.text()
+    assert error_of(limited)["code"] == "rate_limited"
+    assert int(limited.header("Retry-After") or 0) >= 1
+    assert limited.header("X-RateLimit-Remaining") == "0"
+    assert len(upstream.seen) == 1
+    no_secret_in(limited, key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from keystile import reasons
@@ -209,7 +209,7 @@ class Decider:
         elif not has_scopes(record.granted, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
         allowed = self.allow(record, route)
-        if record.limits or (team is not None and team.limits):
+        if record.limited:
             return await self.limited(allowed, record, route, now, dry_run)
         return allowed
 
@@ -217,16 +217,21 @@ class Decider:
         self, allowed: Decision, record: KeyRecord, route: Route | None, now: float, dry_run: bool
     ) -> Decision:
         """Quotas first (they count nothing), then rate limits (which count the request)."""
-        try:
-            spent = await self.quotas.check(record, now)
-        except StoreError:
-            return Decision(reasons.UNAVAILABLE, record, route)
-        if spent is not None:
-            return Decision(reasons.QUOTA_EXCEEDED, record, route, retry_after=spent.retry_after)
+        if record.has_quotas:
+            try:
+                spent = await self.quotas.check(record, now)
+            except StoreError:
+                return Decision(reasons.UNAVAILABLE, record, route)
+            if spent is not None:
+                return Decision(
+                    reasons.QUOTA_EXCEEDED, record, route, retry_after=spent.retry_after
+                )
         verdict = self.limiter.hit(record, now, commit=not dry_run)
         if not verdict.allowed:
             return Decision(reasons.RATE_LIMITED, record, route,
                             retry_after=verdict.retry_after, rate=verdict.rate)  # fmt: skip
-        if not dry_run:
+        if record.has_quotas and not dry_run:
             self.quotas.count(record, now)
-        return replace(allowed, rate=verdict.rate) if verdict.rate else allowed
+        if verdict.rate is None:
+            return allowed
+        return Decision(None, record, route, allowed.upstream, allowed.strip, rate=verdict.rate)

@@ -94,6 +94,8 @@ class _Window:
 
     def advance(self, slot: int) -> None:
         """Move to ``slot``, dropping the slots that fall out of the window."""
+        if slot <= self.last:
+            return
         if slot - self.last > SLOTS:
             self.counts = [0] * (SLOTS + 1)
             self.total = 0
@@ -117,13 +119,25 @@ class SlidingWindowLimiter:
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[_Window, float]] = {}
+        # id(record) -> (record, its buckets): built once per record, not per request
+        self._buckets: dict[int, tuple[KeyRecord, list[tuple[str, int, int]]]] = {}
+
+    def _buckets_of(self, record: KeyRecord) -> list[tuple[str, int, int]]:
+        memo = self._buckets.get(id(record))
+        if memo is not None and memo[0] is record:
+            return memo[1]
+        if len(self._buckets) > 100_000:
+            self._buckets.clear()
+        found = buckets(record)
+        self._buckets[id(record)] = (record, found)
+        return found
 
     def hit(self, record: KeyRecord, now: float, commit: bool = True) -> Verdict:
         """Count one request against every limit, unless one of them is spent
         (``commit=False``: only say whether it would pass)."""
         tightest: RateInfo | None = None
         taken = []
-        for bucket, period, limit in buckets(record):
+        for bucket, period, limit in self._buckets_of(record):
             slot_len = period / SLOTS
             slot = int(now // slot_len)
             entry = self._windows.get(bucket)
@@ -131,12 +145,13 @@ class SlidingWindowLimiter:
                 entry = self._windows[bucket] = (_Window(slot), slot_len)
             window = entry[0]
             window.advance(slot)
-            reset = max(1, math.ceil(window.frees_at(slot_len) - now))
             if window.total + 1 > limit:
-                return Verdict(False, RateInfo(limit, 0, reset), reset)
+                retry = max(1, math.ceil(window.frees_at(slot_len) - now))
+                return Verdict(False, RateInfo(limit, 0, retry), retry)
             remaining = limit - window.total - 1
             if tightest is None or remaining < tightest.remaining:
-                tightest = RateInfo(limit, remaining, reset)
+                # Reset: when everything counted now has left the window (one period)
+                tightest = RateInfo(limit, remaining, period)
             taken.append((window, slot))
         for window, slot in taken if commit else ():
             window.counts[slot % (SLOTS + 1)] += 1

@@ -3,11 +3,13 @@
     python -m tests.benchmarks.bench            # full: 5 rounds x 10 s per scenario
     python -m tests.benchmarks.bench --smoke    # a few seconds: keeps the harness alive
 
-Scenarios, interleaved round by round so that machine noise hits all alike:
-  nginx-noauth    nginx proxying to the upstream, no auth (the limit)
-  nginx-floor     the shipped nginx config, auth by a bare aiohttp handler (the floor)
-  nginx-keystile  the shipped nginx config, auth by `keystile serve` with a route that
-                  requires a scope and injects the upstream credential
+Scenarios, interleaved round by round so that machine noise hits all alike, for
+nginx (1 worker) and Envoy (concurrency 1):
+  <proxy>-noauth    the proxy forwarding to the upstream, no auth (the limit)
+  <proxy>-floor     the shipped config, auth by a bare aiohttp handler (the floor)
+  <proxy>-keystile  the shipped config, auth by `keystile serve` with a route that
+                    requires a scope and injects the upstream credential, a rate limit
+                    high enough never to trip, usage accounting and metrics
 Every scenario must answer 2xx to every request, or the run fails.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.harness import ROOT, Keystile, Proxy, free_port, wait_for_port
+from tests.e2e.harness import ROOT, Keystile, Proxy, find_binary, free_port, wait_for_port
 
 UPSTREAM_CONF = """
 worker_processes 1;
@@ -79,6 +81,37 @@ def plain_nginx(workdir: Path, name: str, conf: str, port: int) -> Iterator[int]
         yield port
 
 
+def envoy_no_auth(port: int, upstream: int, admin: int) -> str:
+    template = (Path(__file__).parent / "envoy-noauth.yaml").read_text()
+    filled = {"LISTEN_PORT": port, "UPSTREAM_PORT": upstream, "ADMIN_PORT": admin}
+    for name, value in filled.items():
+        template = template.replace(name, str(value))
+    return template
+
+
+@contextmanager
+def plain_envoy(workdir: Path, conf: str, port: int) -> Iterator[int]:
+    path = workdir / "envoy-noauth.yaml"
+    path.write_text(conf)
+    binary = find_binary("envoy")
+    with process([binary, "-c", str(path), "--concurrency", "1", "--use-dynamic-base-id",
+                  "--log-level", "error"], port):  # fmt: skip
+        yield port
+
+
+@contextmanager
+def shipped(kind: str, workdir: Path, auth_port: int, upstream: int) -> Iterator[int]:
+    proxy = Proxy(kind, workdir, auth_port, upstream)
+    if kind == "nginx":
+        conf = proxy.config
+        conf.write_text(conf.read_text().replace("http {", "http {\n    access_log off;", 1))
+    proxy.start()
+    try:
+        yield proxy.port
+    finally:
+        proxy.stop()
+
+
 def no_auth_conf(port: int, upstream: int) -> str:
     return f"""
 worker_processes 1;
@@ -96,18 +129,6 @@ http {{
     }}
 }}
 """
-
-
-@contextmanager
-def shipped_nginx(workdir: Path, auth_port: int, upstream: int) -> Iterator[int]:
-    nginx = Proxy("nginx", workdir, auth_port, upstream)
-    conf = nginx.prefix / "nginx.conf"
-    conf.write_text(conf.read_text().replace("http {", "http {\n    access_log off;", 1))
-    nginx.start()
-    try:
-        yield nginx.port
-    finally:
-        nginx.stop()
 
 
 def wrk(port: int, path: str, key: str, seconds: float, connections: int) -> tuple[float, float]:
@@ -147,7 +168,8 @@ def main() -> int:
                "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
                "BENCH_UPSTREAM_KEY": "sk-bench-upstream"}  # fmt: skip
         keystile = Keystile(workdir, env)
-        created = keystile.cli("keys", "create", "--name", "bench", "--scope", "chat", "--json")
+        created = keystile.cli("keys", "create", "--name", "bench", "--scope", "chat",
+                               "--limit", "per_second=1000000", "--json")  # fmt: skip
         key = orjson.loads(created.stdout)["key"]
         keystile.start()
         stack.callback(keystile.stop)
@@ -158,13 +180,24 @@ def main() -> int:
         floor_port = free_port()
         stack.enter_context(process([sys.executable, "-m", "tests.benchmarks.floor",
                                      str(floor_port), key], floor_port, cwd=ROOT))  # fmt: skip
-        noauth_port = free_port()
+        noauth, envoy_noauth = free_port(), free_port()
         scenarios = {
             "nginx-noauth": stack.enter_context(
-                plain_nginx(workdir, "noauth", no_auth_conf(noauth_port, upstream), noauth_port)
+                plain_nginx(workdir, "noauth", no_auth_conf(noauth, upstream), noauth)
             ),
-            "nginx-floor": stack.enter_context(shipped_nginx(workdir, floor_port, upstream)),
-            "nginx-keystile": stack.enter_context(shipped_nginx(workdir, keystile.port, upstream)),
+            "nginx-floor": stack.enter_context(shipped("nginx", workdir, floor_port, upstream)),
+            "nginx-keystile": stack.enter_context(
+                shipped("nginx", workdir, keystile.port, upstream)
+            ),
+            "envoy-noauth": stack.enter_context(
+                plain_envoy(
+                    workdir, envoy_no_auth(envoy_noauth, upstream, free_port()), envoy_noauth
+                )
+            ),
+            "envoy-floor": stack.enter_context(shipped("envoy", workdir, floor_port, upstream)),
+            "envoy-keystile": stack.enter_context(
+                shipped("envoy", workdir, keystile.port, upstream)
+            ),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
         for port in scenarios.values():  # warm-up
@@ -180,18 +213,21 @@ def main() -> int:
 
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
-    medians = {name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
-               for name, runs in results.items()}  # fmt: skip
-    limit_rps = medians["nginx-noauth"][0]
-    floor_rps, floor_p99 = medians["nginx-floor"]
-    print(f"\n{args.rounds} rounds x {args.seconds:g} s, wrk -t1 -c{args.connections}, "
-          f"nginx 1 worker, {os.cpu_count()} cores; medians\n")  # fmt: skip
-    print(
-        f"{'scenario':<16}{'req/s':>10}{'p99 ms':>9}{'x limit':>9}{'x floor':>9}{'p99 x floor':>13}"
-    )
+    medians = {
+        name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
+        for name, runs in results.items()
+    }
+    print(f"\n{args.rounds} rounds x {args.seconds:g} s, wrk -t1 -c{args.connections}, nginx 1 "
+          f"worker, Envoy concurrency 1, {os.cpu_count()} cores; medians\n")  # fmt: skip
+    header = ("scenario", "req/s", "p99 ms", "x limit", "x floor", "p99 x floor")
+    print("{:<16}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*header))
     for name, (rps, p99) in medians.items():
-        print(f"{name:<16}{rps:>10.0f}{p99:>9.2f}{rps / limit_rps:>9.2f}"
-              f"{rps / floor_rps:>9.2f}{p99 / floor_p99:>13.2f}")  # fmt: skip
+        proxy = name.split("-")[0]
+        limit_rps = medians[f"{proxy}-noauth"][0]
+        floor_rps, floor_p99 = medians[f"{proxy}-floor"]
+        row = (name, f"{rps:.0f}", f"{p99:.2f}", f"{rps / limit_rps:.2f}", f"{rps / floor_rps:.2f}",
+               f"{p99 / floor_p99:.2f}")  # fmt: skip
+        print("{:<16}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
 
 
 if __name__ == "__main__":

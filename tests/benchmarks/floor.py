@@ -22,6 +22,7 @@ def main() -> None:
 
     app = web.Application()
     app.router.add_route("*", "/auth/nginx", auth)
+    app.router.add_route("*", "/auth/envoy/{tail:.*}", auth)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
                 loop=uvloop.new_event_loop())  # fmt: skip
 

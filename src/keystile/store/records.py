@@ -61,12 +61,17 @@ class KeyRecord:
     groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
     team: TeamPolicy | None = None  # through the key's user
     granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
+    limited: bool = field(init=False, default=False)  # any rate limit or quota, key or team
+    has_quotas: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         granted = set(self.scopes)
         for _, _, scopes in self.groups:
             granted.update(scopes)
         object.__setattr__(self, "granted", tuple(sorted(granted)))
+        limits = [*self.limits, *(self.team.limits if self.team else ())]
+        object.__setattr__(self, "limited", bool(limits))
+        object.__setattr__(self, "has_quotas", any(name.startswith("quota_") for name in limits))
 
     def state(self, now: float) -> str:
         """The key's state at ``now``; only ``active`` keys authenticate."""

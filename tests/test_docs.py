@@ -33,3 +33,11 @@ def test_readme_quickstart_and_ci_agree() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in readme and "scripts/test" in ci
+
+
+def test_every_denial_reason_code_is_documented() -> None:
+    from keystile.reasons import DENIAL_CODES
+
+    readme, policy = (ROOT / "README.md").read_text(), (ROOT / "docs" / "policy.md").read_text()
+    for code in DENIAL_CODES:
+        assert f"`{code}`" in readme and f"`{code}`" in policy, code

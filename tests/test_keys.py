@@ -85,9 +85,3 @@ def test_hash_schemes() -> None:
     assert (keys.SCHEME_SHA256, plain.digest(key)) in peppered.candidates(key)
     with pytest.raises(ValueError, match="KEYSTILE_PEPPER"):
         plain.digest(key, keys.SCHEME_HMAC_SHA256)
-
-
-def test_same_secret_is_exact() -> None:
-    assert keys.same_secret("abc", "abc")
-    assert not keys.same_secret("abc", "abd")
-    assert not keys.same_secret("abc", "abcd")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from keystile import keys
+from keystile.clientip import DEFAULT_TRUSTED
 from keystile.errors import ConfigError
 from keystile.routes import RouteTable, load_routes
 
@@ -135,7 +136,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("accepted_prefixes", "KEYSTILE_ACCEPTED_PREFIXES", "keys.accepted_prefixes",
             "", "Other key prefixes still accepted (after a prefix change).", _prefixes),
     Setting("trusted_proxies", "KEYSTILE_TRUSTED_PROXIES", "auth.trusted_proxies",
-            "127.0.0.0/8,::1/128",
+            ",".join(DEFAULT_TRUSTED),
             "Peers whose X-Original-*/X-Forwarded-*/X-Real-IP headers are believed (CIDRs).",
             _networks),
     Setting("credential_headers", "KEYSTILE_CREDENTIAL_HEADERS", "auth.credential_headers",

@@ -31,7 +31,6 @@ MAX_TOKEN_LEN = 512
 
 SCHEME_SHA256 = "sha256"
 SCHEME_HMAC_SHA256 = "hmac-sha256"
-SCHEMES = (SCHEME_SHA256, SCHEME_HMAC_SHA256)
 
 _BASE62_INDEX = {c: i for i, c in enumerate(BASE62)}
 _OURS_RE = re.compile(rf"([a-z][a-z0-9]{{0,15}})_([0-9A-Za-z]{{{BODY_LEN}}})")
@@ -177,10 +176,3 @@ class Hasher:
         if self._pepper is None:
             return (plain,)
         return ((SCHEME_HMAC_SHA256, hmac.digest(self._pepper, data, "sha256").hex()), plain)
-
-
-def same_secret(a: str, b: str) -> bool:
-    """Constant-time comparison of two secrets."""
-    return hmac.compare_digest(
-        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
-    )

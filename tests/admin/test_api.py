@@ -284,5 +284,9 @@ async def test_team_allowlist_applies_to_its_keys(client: TestClient) -> None:
     asked = {"key_id": key["id"], "url": "/v1/chat/x", "client_ip": "10.2.3.4"}
     why = await call(client, "POST", "/explain", 200, json=asked)
     assert why["allowed"] and why["team_allowed_ips"] == ["10.0.0.0/8"]
+    renamed = await call(client, "PATCH", f"/keys/{key['id']}", 200, json={"name": "k2"})
+    assert renamed["team_id"] == team["id"]  # an update returns the whole record, team included
+    audit = await call(client, "GET", f"/audit?target_id={key['id']}&action=key.update", 200)
+    assert audit["data"][0]["after"]["team_id"] == team["id"]
     await call(client, "PATCH", f"/teams/{team['id']}", 200, json={"allowed_ips": None})
     assert await nginx_status(client, key["key"]) == 200  # same process: at once

@@ -9,6 +9,7 @@ and in ``code``), 503 store unavailable. Bad input never becomes a 500.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -97,8 +98,6 @@ def expiry(body: Mapping[str, Any]) -> Any:
         raise InvalidInput("expires_at", "give expires_at or expires_in, not both")
     try:
         if body.get("expires_in") is not None:
-            import time
-
             return time.time() + parse_duration(str(body["expires_in"]))
         if "expires_at" in body:
             value = body["expires_at"]

@@ -110,9 +110,16 @@ class StoreBase:
         """Raise StoreUnavailable unless the store answers a query."""
         await self._fetch("checking the store", "SELECT 1 FROM keys LIMIT 1")
 
-    async def _fetch(self, action: str, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _fetch(
+        self,
+        action: str,
+        sql: str,
+        params: Sequence[Any] = (),
+        conn: aiosqlite.Connection | None = None,
+    ) -> list[sqlite3.Row]:
+        """Rows on the reader, or on ``conn`` (the writer, inside a transaction)."""
         with translated(action):
-            async with self._reader.execute(sql, params) as cursor:
+            async with (conn or self._reader).execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
 
     @asynccontextmanager

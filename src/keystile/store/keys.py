@@ -59,7 +59,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 class KeyStore(StoreBase):
-    async def _groups_of(self, key_ids: Sequence[str]) -> dict[str, Groups]:
+    async def _groups_of(
+        self, key_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+    ) -> dict[str, Groups]:
         if not key_ids:
             return {}
         marks = ", ".join("?" * len(key_ids))
@@ -68,13 +70,16 @@ class KeyStore(StoreBase):
             "SELECT kg.key_id, g.id, g.name, g.scopes FROM key_groups kg"
             f" JOIN groups g ON g.id = kg.group_id WHERE kg.key_id IN ({marks}) ORDER BY g.name",
             list(key_ids),
+            conn,
         )
         found: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
         for key_id, group_id, name, scopes in rows:
             found.setdefault(key_id, []).append((group_id, name, tuple(orjson.loads(scopes))))
         return {key_id: tuple(groups) for key_id, groups in found.items()}
 
-    async def _teams_of(self, user_ids: Sequence[str]) -> dict[str, TeamPolicy]:
+    async def _teams_of(
+        self, user_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+    ) -> dict[str, TeamPolicy]:
         if not user_ids:
             return {}
         marks = ", ".join("?" * len(user_ids))
@@ -83,6 +88,7 @@ class KeyStore(StoreBase):
             "SELECT u.id, t.id, t.limits, t.allowed_ips FROM users u"
             f" JOIN teams t ON t.id = u.team_id WHERE u.id IN ({marks})",
             list(user_ids),
+            conn,
         )
         return {
             user_id: TeamPolicy(team_id, orjson.loads(limits),
@@ -90,10 +96,13 @@ class KeyStore(StoreBase):
             for user_id, team_id, limits, ips in rows
         }  # fmt: skip
 
-    async def _records(self, rows: list[sqlite3.Row]) -> list[KeyRecord]:
-        groups = await self._groups_of([row[0] for row in rows])
+    async def _records(
+        self, rows: list[sqlite3.Row], conn: aiosqlite.Connection | None = None
+    ) -> list[KeyRecord]:
+        """Records with their groups and team (read on ``conn`` inside a transaction)."""
+        groups = await self._groups_of([row[0] for row in rows], conn)
         user_index = COLUMNS.index("user_id")
-        teams = await self._teams_of(sorted({r[user_index] for r in rows if r[user_index]}))
+        teams = await self._teams_of(sorted({r[user_index] for r in rows if r[user_index]}), conn)
         return [KeyRecord.from_row(row, groups.get(row[0], ()), teams.get(row[user_index]))
                 for row in rows]  # fmt: skip
 
@@ -240,7 +249,7 @@ class KeyStore(StoreBase):
                 (new.id, old_id),
             )
             old = await self._update(conn, old_id, old_changes, audit)
-            new = replace(new, groups=old.groups)
+            new = replace(new, groups=old.groups, team=old.team)
             await self._audit(conn, audit, "key", new.id, None, new.public(time.time()))
         return old, new
 
@@ -250,16 +259,12 @@ class KeyStore(StoreBase):
         unknown = set(changes) - UPDATABLE
         if unknown:
             raise TypeError(f"columns cannot be updated: {sorted(unknown)}")
-        row = await self._one(conn, f"{_SELECT} WHERE id = ?", (key_id,))
-        if row is None:
-            raise NotFound(f"no key with id {key_id!r}")
-        rows = await conn.execute_fetchall(
-            "SELECT g.id, g.name, g.scopes FROM key_groups kg JOIN groups g ON g.id = kg.group_id"
-            " WHERE kg.key_id = ? ORDER BY g.name",
-            (key_id,),
+        rows = await self._fetch(
+            f"reading key {key_id}", f"{_SELECT} WHERE id = ?", (key_id,), conn
         )
-        groups = tuple((r[0], r[1], tuple(orjson.loads(r[2]))) for r in rows)
-        record = KeyRecord.from_row(row, groups)
+        if not rows:
+            raise NotFound(f"no key with id {key_id!r}")
+        record = (await self._records(rows, conn))[0]
         if not changes:
             return record
         updated = replace(record, **changes)

@@ -35,18 +35,13 @@ def test_client_ip(peer: str, xff: str | None, client: str | None) -> None:
     ],
 )  # fmt: skip
 def test_nginx_adapter_client_ip(peer: str, headers: dict[str, str], client: str) -> None:
-    from unittest import mock
+    from multidict import CIMultiDict
 
-    from aiohttp.test_utils import make_mocked_request
-
+    from keystile.adapters.base import Inbound
     from keystile.adapters.nginx import facts
 
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        (peer, 40000) if name == "peername" else default
-    )
-    request = make_mocked_request(
-        "GET", "/auth/nginx", headers={"X-Original-URI": "/v1", **headers}, transport=transport
+    request = Inbound(
+        "GET", "/auth/nginx", "keystile", CIMultiDict({"X-Original-URI": "/v1", **headers}), peer
     )
     assert facts(request, TRUSTED).client_ip == client
 

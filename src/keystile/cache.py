@@ -20,7 +20,7 @@ from cachetools import TTLCache
 
 from keystile.keys import MAX_TOKEN_LEN
 from keystile.lookup import KeyLookup
-from keystile.store import KeyRecord
+from keystile.store import UNKNOWN, KeyRecord, Unknown
 
 
 class CacheStats:
@@ -59,8 +59,8 @@ class CachedLookup:
     def fresh(self) -> bool:
         return self.clock() - self.last_sync <= self.max_staleness
 
-    async def find(self, token: str) -> KeyRecord | None:
-        """The record for ``token`` or None; raises StoreUnavailable when it must ask and can't.
+    def find_now(self, token: str) -> KeyRecord | Unknown | None:
+        """The record for ``token``, None, or ``UNKNOWN`` when only the store can tell.
 
         A cached record is found by hash before any format check: a token whose
         hash is stored is that key. Everything else is format-checked before the
@@ -70,21 +70,31 @@ class CachedLookup:
         if len(token) > MAX_TOKEN_LEN:
             return None
         candidates = lookup.hasher.candidates(token)
-        stats = self.stats
-        fresh = self.clock() - self.last_sync <= self.max_staleness
-        if fresh:
-            positive = self.positive
-            for scheme, digest in candidates:
-                record = positive.get(digest)
-                if record is not None and record.hash_scheme == scheme:
-                    stats.hits += 1
-                    return record
+        if self.clock() - self.last_sync > self.max_staleness:
+            return UNKNOWN  # the store is the only source now: fail with it
+        positive = self.positive
+        for scheme, digest in candidates:
+            record = positive.get(digest)
+            if record is not None and record.hash_scheme == scheme:
+                self.stats.hits += 1
+                return record
         if not lookup.may_exist(token):
             return lookup.static.match(token)
-        if fresh and all(digest in self.negative for _, digest in candidates):
-            stats.negative_hits += 1
+        if all(digest in self.negative for _, digest in candidates):
+            self.stats.negative_hits += 1
             return lookup.static.match(token)
-        stats.misses += 1
+        return UNKNOWN
+
+    async def find(self, token: str) -> KeyRecord | None:
+        """:meth:`find_now`, asking the store when it must; raises StoreError when it can't."""
+        found = self.find_now(token)
+        if not isinstance(found, Unknown):
+            return found
+        lookup = self.lookup
+        if not lookup.may_exist(token):  # stale cache: still no query for malformed keys
+            return lookup.static.match(token)
+        candidates = lookup.hasher.candidates(token)
+        self.stats.misses += 1
         generation = self.generation
         started = time.perf_counter()
         record = await lookup.find_stored(candidates)

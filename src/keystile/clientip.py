@@ -43,13 +43,15 @@ class TrustedProxies:
 
     def __init__(self, networks: Iterable[IPNetwork]) -> None:
         self.networks = tuple(networks)
+        # proxies send the same few peers and forwarding chains again and again
         self.trusts = lru_cache(maxsize=4096)(self._trusts)
+        self.client_ip = lru_cache(maxsize=4096)(self._client_ip)
 
     def _trusts(self, address: str | None) -> bool:
         parsed = parse_address(address)
         return parsed is not None and any(parsed in network for network in self.networks)
 
-    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+    def _client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """Walk X-Forwarded-For right to left while the hop is a trusted proxy.
 
         The first untrusted hop is the client; entries left of it are whatever the

@@ -116,6 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Path of the TOML config file.", _text),
     Setting("listen", "KEYSTILE_LISTEN", "server.listen", "127.0.0.1:8700",
             "Address the server listens on, HOST:PORT.", _listen),
+    Setting("workers", "KEYSTILE_WORKERS", "server.workers", "1",
+            "Server processes sharing the listen ports (SO_REUSEPORT), one event loop each.",
+            _positive(int)),
     Setting("admin_listen", "KEYSTILE_ADMIN_LISTEN", "server.admin_listen", None,
             "Serve the admin API (/api/v1) on this HOST:PORT only; unset: on the main "
             "listener.", _listen),
@@ -168,6 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8700)
     admin_listen: tuple[str, int] | None = None
+    workers: int = 1
     db: Path = Path("keystile.db")
     pepper: str | None = field(default=None, repr=False)
     pepper_file: str | None = None

@@ -28,7 +28,7 @@ from keystile.quotas import Quotas
 from keystile.reasons import Outcome, Reason
 from keystile.routes import Route, RouteTable
 from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
-from keystile.store import KeyRecord
+from keystile.store import KeyRecord, Unknown
 from keystile.store.records import ACTIVE, DELETED, EXPIRED
 
 UPSTREAM_MEMO_SIZE = 100_000
@@ -158,7 +158,8 @@ class Decider:
         self._allowed[memo_key] = decision
         return decision
 
-    async def decide(self, facts: Facts) -> Decision:
+    def screen(self, facts: Facts) -> Decision | tuple[str, str]:
+        """Everything before the key lookup: a denial, or the (token, path) to judge."""
         if facts.target is None:
             return Decision(reasons.UNKNOWN_TARGET)
         try:
@@ -173,6 +174,27 @@ class Decider:
             return Decision(reasons.CONFLICTING_KEYS)
         if token is None:
             return Decision(reasons.MISSING_API_KEY)
+        return token, path
+
+    def decide_now(self, facts: Facts) -> Decision | Unknown:
+        """The decision from memory alone; ``UNKNOWN`` when it needs the store
+        (a cache miss, a quota period not read yet): then await :meth:`decide`."""
+        screened = self.screen(facts)
+        if isinstance(screened, Decision):
+            return screened
+        token, path = screened
+        record = self.keys.find_now(token)
+        if record is None:
+            return Decision(reasons.INVALID_API_KEY)
+        if isinstance(record, Unknown):
+            return record
+        return self.judge_now(record, facts.method, facts.host, path, facts.client_ip)
+
+    async def decide(self, facts: Facts) -> Decision:
+        screened = self.screen(facts)
+        if isinstance(screened, Decision):
+            return screened
+        token, path = screened
         try:
             record = await self.keys.find(token)
         except StoreError:
@@ -194,6 +216,25 @@ class Decider:
 
         ``dry_run`` (explain) decides without counting against limits or quotas.
         """
+        while True:
+            decision = self.judge_now(record, method, host, path, client_ip, dry_run)
+            if not isinstance(decision, Unknown):
+                return decision
+            try:  # a quota period not in memory yet
+                await self.quotas.load(record, self.clock())
+            except StoreError:
+                return Decision(reasons.UNAVAILABLE, record)
+
+    def judge_now(
+        self,
+        record: KeyRecord,
+        method: str,
+        host: str,
+        path: str,
+        client_ip: str | None,
+        dry_run: bool = False,
+    ) -> Decision | Unknown:
+        """:meth:`judge` from memory alone; ``UNKNOWN`` when a quota needs the store."""
         now = self.clock()
         state = record.state(now)
         if state != ACTIVE:
@@ -210,18 +251,17 @@ class Decider:
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
         allowed = self.allow(record, route)
         if record.limited:
-            return await self.limited(allowed, record, route, now, dry_run)
+            return self.limited(allowed, record, route, now, dry_run)
         return allowed
 
-    async def limited(
+    def limited(
         self, allowed: Decision, record: KeyRecord, route: Route | None, now: float, dry_run: bool
-    ) -> Decision:
+    ) -> Decision | Unknown:
         """Quotas first (they count nothing), then rate limits (which count the request)."""
         if record.has_quotas:
-            try:
-                spent = await self.quotas.check(record, now)
-            except StoreError:
-                return Decision(reasons.UNAVAILABLE, record, route)
+            spent = self.quotas.check_now(record, now)
+            if isinstance(spent, Unknown):
+                return spent
             if spent is not None:
                 return Decision(
                     reasons.QUOTA_EXCEEDED, record, route, retry_after=spent.retry_after

@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime
 
 from keystile.policy import Verdict
-from keystile.store import KeyRecord, Store
+from keystile.store import UNKNOWN, KeyRecord, Store, Unknown
 
 QUOTAS = ("quota_day", "quota_month")
 
@@ -34,17 +34,42 @@ class Quotas:
         self.store = store
         self.used: dict[tuple[str, str, float], int] = {}
 
-    async def check(self, record: KeyRecord, now: float) -> Verdict | None:
-        """A denial if a quota is spent, else None; call :meth:`count` once allowed."""
-        for owner, kind, owner_id, limits in self._owners(record):
+    def check_now(self, record: KeyRecord, now: float) -> Verdict | Unknown | None:
+        """A denial if a quota is spent, else None; ``UNKNOWN`` when a period's
+        stored usage has not been read yet (:meth:`load` it). Call :meth:`count`
+        once allowed."""
+        for owner, _, _, limits in self._owners(record):
             for name in QUOTAS:
                 if name not in limits:
                     continue
                 start, end = period(name, now)
-                used = await self._used(kind, owner_id, owner, name, start)
+                used = self.used.get((owner, name, start))
+                if used is None:
+                    return UNKNOWN
                 if used >= int(limits[name]):
                     return Verdict(False, None, max(1, math.ceil(end - now)))
         return None
+
+    async def load(self, record: KeyRecord, now: float) -> None:
+        """Read the stored usage of every period of ``record`` not in memory yet."""
+        for owner, kind, owner_id, limits in self._owners(record):
+            for name in QUOTAS:
+                if name not in limits:
+                    continue
+                start = period(name, now)[0]
+                entry = (owner, name, start)
+                if entry not in self.used:
+                    if len(self.used) > 100_000:  # old periods, idle keys: read again when needed
+                        self.used.clear()
+                    self.used[entry] = await self.store.allowed_since(kind, owner_id, start)
+
+    async def check(self, record: KeyRecord, now: float) -> Verdict | None:
+        """:meth:`check_now`, reading the store first when it must."""
+        verdict = self.check_now(record, now)
+        while isinstance(verdict, Unknown):  # again if another load cleared ours meanwhile
+            await self.load(record, now)
+            verdict = self.check_now(record, now)
+        return verdict
 
     def count(self, record: KeyRecord, now: float) -> None:
         for owner, _, _, limits in self._owners(record):
@@ -59,11 +84,3 @@ class Quotas:
         if record.team is not None and record.team.limits:
             owners.append((f"team:{record.team.id}", "team", record.team.id, record.team.limits))
         return owners
-
-    async def _used(self, kind: str, owner_id: str, owner: str, name: str, start: float) -> int:
-        entry = (owner, name, start)
-        if entry not in self.used:
-            if len(self.used) > 100_000:  # old periods and idle keys: read again when needed
-                self.used.clear()
-            self.used[entry] = await self.store.allowed_since(kind, owner_id, start)
-        return self.used[entry]

@@ -1,4 +1,4 @@
-"""The app factory and its wiring: settings in, an aiohttp application out."""
+"""The app factory and its wiring: settings in, listening sockets out."""
 
 from __future__ import annotations
 
@@ -7,26 +7,30 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
 from keystile import logs
 from keystile.accounts import AccountService
-from keystile.adapters import ADAPTERS, Adapter
+from keystile.adapters import ADAPTERS
 from keystile.admin import PREFIX, admin_app
 from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
 from keystile.decide import Decider
-from keystile.errors import StoreError
+from keystile.errors import ConfigError, StoreError
+from keystile.gate import GATES, Gate, aiohttp_handler
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
 from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 from keystile.usage import UsageMeter
+from keystile.wire import AuthListener
+from keystile.workers import supervise
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -37,7 +41,8 @@ ADMIN_APP = web.AppKey("admin_app", web.Application)
 USAGE = web.AppKey("usage", UsageMeter)
 
 log = logging.getLogger("keystile.server")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+SHUTDOWN_GRACE = 5.0  # seconds requests in flight get to finish
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -59,29 +64,6 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-
-def auth_handler(
-    adapter: Adapter, metrics: Metrics, usage: UsageMeter, trusted: TrustedProxies
-) -> Handler:
-    """The request path: facts, decision, rendering; counters in memory only."""
-    parse, render = adapter.facts, adapter.render
-    observe = metrics.decision_observer(adapter.name)
-    count = usage.record
-    perf_counter, wall = time.perf_counter, time.time
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = perf_counter()
-        facts = parse(request, trusted)
-        decision = await request.app[DECIDER].decide(facts)
-        response = render(decision)
-        observe(decision, perf_counter() - started)
-        count(decision, wall())
-        if decision.reason is not None:
-            logs.log_denial(facts, decision)
-        return response
-
-    return handle
 
 
 async def _sync_forever(cache: CachedLookup, interval: float) -> None:
@@ -115,10 +97,8 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[USAGE] = UsageMeter()
-    trusted = TrustedProxies(settings.trusted_proxies)
     for adapter in ADAPTERS:
-        handler = auth_handler(adapter, app[METRICS], app[USAGE], trusted)
-        app.router.add_route("*", adapter.path, handler)
+        app.router.add_route("*", adapter.path, aiohttp_handler(adapter))
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await Store.open(settings.db)
@@ -141,6 +121,11 @@ def make_app(settings: Settings) -> web.Application:
         app[STORE], app[CACHE] = store, cache
         app[METRICS].cache = cache
         app[DECIDER] = Decider(cache, settings.routes, settings.credential_headers)
+        trusted = TrustedProxies(settings.trusted_proxies)
+        app[GATES] = {
+            adapter.name: Gate(adapter, app[DECIDER], app[METRICS], app[USAGE], trusted)
+            for adapter in ADAPTERS
+        }
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
         keys.on_change.append(cache.invalidate)  # same process: at once
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
@@ -175,39 +160,65 @@ def make_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, worker: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. ``worker``: one of several processes sharing the ports."""
     app = make_app(settings)
     runners = [web.AppRunner(app, access_log=None)]
-    await runners[0].setup()  # opens the store; the admin app gets its context here
-    sites = [web.TCPSite(runners[0], *settings.listen)]
-    if settings.admin_listen is not None:
-        runners.append(web.AppRunner(app[ADMIN_APP], access_log=None))
-        await runners[1].setup()
-        sites.append(web.TCPSite(runners[1], *settings.admin_listen))
+    await runners[0].setup()  # opens the store; the gates and the admin context exist now
+    fallback = runners[0].server
+    assert fallback is not None
+    listener = AuthListener(app[GATES].values(), fallback)
+    reuse_port = worker is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    main: asyncio.Server | None = None
     try:
-        for site in sites:
-            await site.start()
-        host, port = settings.listen
-        log.info("listening on http://%s:%d, store %s", host, port, settings.db)
+        main = await _listen(settings.listen, "listen",
+                             loop.create_server(listener, *settings.listen, reuse_port=reuse_port,
+                                                backlog=1024))  # fmt: skip
         if settings.admin_listen is not None:
-            log.info("admin API on http://%s:%d%s", *settings.admin_listen, PREFIX)
+            runners.append(web.AppRunner(app[ADMIN_APP], access_log=None))
+            await runners[1].setup()
+            site = web.TCPSite(runners[1], *settings.admin_listen, reuse_port=reuse_port)
+            await _listen(settings.admin_listen, "admin_listen", site.start())
+        who = "" if worker is None else f"worker {worker}: "
+        log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
+        if settings.admin_listen is not None:
+            log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
         await stop.wait()
     finally:
+        if main is not None:
+            main.close()
+        await listener.close(SHUTDOWN_GRACE)
         for runner in reversed(runners):
             await runner.cleanup()
 
 
-def serve(settings: Settings) -> None:
-    """Run the server until SIGINT/SIGTERM, on uvloop when it is installed."""
-    logs.setup()
+async def _listen(address: tuple[str, int], setting: str, bind: Awaitable[T]) -> T:
+    try:
+        return await bind
+    except OSError as exc:
+        host, port = address
+        raise ConfigError(f"{setting} {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run_worker(settings: Settings, worker: int | None = None) -> None:
+    """One event loop serving until SIGINT/SIGTERM, on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, worker))
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(settings))
+            runner.run(_serve(settings, worker))
+
+
+def serve(settings: Settings) -> int:
+    """Run the server (``settings.workers`` processes) until SIGINT/SIGTERM; the exit code."""
+    logs.setup()
+    if settings.workers == 1:
+        run_worker(settings)
+        return 0
+    return supervise(settings, run_worker)

@@ -1,17 +1,32 @@
-from unittest import mock
+from collections.abc import Callable
+from typing import NamedTuple
 
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
+from keystile.adapters.base import Inbound, Reply
 from keystile.clientip import TrustedProxies, parse_networks
+from keystile.decide import Decision
 
 TRUSTED = TrustedProxies(parse_networks(["127.0.0.0/8"]))
 
 
-def mocked(method: str, path: str, headers: dict[str, str], peer: str = "127.0.0.1") -> web.Request:
+def mocked(method: str, path: str, headers: dict[str, str], peer: str = "127.0.0.1") -> Inbound:
     """A request as an adapter sees it, from ``peer``."""
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        (peer, 40000) if name == "peername" else default
-    )
-    return make_mocked_request(method, path, headers=headers, transport=transport)
+    host = headers.get("Host", "keystile:8700")
+    return Inbound(method, path, host, CIMultiDict(headers), peer)
+
+
+class Seen(NamedTuple):
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+def viewing(render: Callable[[Decision], Reply]) -> Callable[[Decision], Seen]:
+    """The adapter's renderer, its reply's headers looked up case-insensitively."""
+
+    def view(decision: Decision) -> Seen:
+        reply = render(decision)
+        return Seen(reply.status, CIMultiDict(reply.headers), reply.body)
+
+    return view

@@ -3,10 +3,13 @@
 import orjson
 
 from keystile import reasons
-from keystile.adapters.envoy_http import REMOVE_HEADER, facts, render
+from keystile.adapters.envoy_http import REMOVE_HEADER, facts
+from keystile.adapters.envoy_http import render as render_reply
 from keystile.decide import Decision
 
-from .conftest import TRUSTED, mocked
+from .conftest import TRUSTED, mocked, viewing
+
+render = viewing(render_reply)
 
 
 def test_target_is_what_follows_the_prefix_undecoded() -> None:

@@ -1,14 +1,17 @@
 """Traefik/Caddy forward-auth dialect specifics."""
 
 from keystile import reasons
-from keystile.adapters.forward_auth import facts, render
+from keystile.adapters.forward_auth import facts
+from keystile.adapters.forward_auth import render as render_reply
 from keystile.decide import Decision
 
-from .conftest import TRUSTED, mocked
+from .conftest import TRUSTED, mocked, viewing
 
 FORWARDED = {"X-Forwarded-Method": "post", "X-Forwarded-Proto": "https",
              "X-Forwarded-Host": "api.example.com", "X-Forwarded-Uri": "/v1/chat?x=1",
              "X-Forwarded-For": "198.51.100.7"}  # fmt: skip
+
+render = viewing(render_reply)
 
 
 def test_original_request_comes_from_forwarded_headers() -> None:

@@ -3,8 +3,12 @@
 import orjson
 
 from keystile import reasons
-from keystile.adapters.nginx import render
+from keystile.adapters.nginx import render as render_reply
 from keystile.decide import Decision
+
+from .conftest import viewing
+
+render = viewing(render_reply)
 
 
 def test_allow_is_200_with_upstream_headers() -> None:

@@ -1,27 +1,59 @@
-"""What every adapter has, and the deny rendering they share."""
+"""What every adapter has, and the deny rendering they share.
+
+Adapters know no HTTP server: they read an :class:`Inbound` (what any HTTP/1.1
+server parsed off the wire) and answer a :class:`Reply`; :mod:`keystile.gate`
+serves them from aiohttp and straight off the socket alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import orjson
-from aiohttp import web
 
 from keystile.clientip import TrustedProxies
+from keystile.credentials import Headers
 from keystile.decide import Decision, Facts
 from keystile.reasons import Outcome, Reason
 
 JSON = "application/json"
 
 
+class Inbound(NamedTuple):
+    """An auth request as the HTTP server received it."""
+
+    method: str
+    target: str  # the request target as sent: path and query, not decoded
+    host: str
+    headers: Headers
+    peer: str | None  # the connecting address
+
+
+class Reply(NamedTuple):
+    """The answer to the proxy; Content-Length is the server's business."""
+
+    status: int
+    headers: Sequence[tuple[str, str]]
+    body: bytes = b""
+
+
 @dataclass(frozen=True, slots=True)
 class Adapter:
+    """One proxy dialect.
+
+    ``render`` may depend on nothing but a denial's reason, ``retry_after`` and
+    ``rate``, or an allow's ``upstream`` and ``strip``: replies are built once
+    and reused on that promise. An allow's ``X-RateLimit-*`` headers are added
+    by the gate, the same for every dialect.
+    """
+
     name: str  # label in logs and metrics
     path: str  # route on the main listener (aiohttp syntax)
-    facts: Callable[[web.Request, TrustedProxies], Facts]
-    render: Callable[[Decision], web.Response]
+    facts: Callable[[Inbound, TrustedProxies], Facts]
+    render: Callable[[Decision], Reply]
 
 
 @cache
@@ -37,21 +69,17 @@ def www_authenticate(reason: Reason) -> str:
     return f'Bearer realm="keystile", error="invalid_token", error_description="{reason.code}"'
 
 
-def deny_response(
+def deny_reply(
     decision: Decision, status: int | None = None, extra: dict[str, str] | None = None
-) -> web.Response:
+) -> Reply:
     """A denial: the reason's status (unless the proxy needs another), JSON body, safe headers."""
     reason = decision.reason
     assert reason is not None
     headers = deny_headers(decision)
     if extra:
         headers.update(extra)
-    return web.Response(
-        status=status or reason.outcome.value,
-        body=error_body(reason),
-        headers=headers,
-        content_type=JSON,
-    )
+    headers["Content-Type"] = JSON
+    return Reply(status or reason.outcome.value, list(headers.items()), error_body(reason))
 
 
 def deny_headers(decision: Decision) -> dict[str, str]:

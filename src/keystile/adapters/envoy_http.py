@@ -9,9 +9,7 @@ to the client, so a deny carries nothing but the safe headers.
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from keystile.adapters.base import Adapter, deny_response, rate_headers
+from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 
@@ -19,10 +17,10 @@ PREFIX = "/auth/envoy"
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 
 
-def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
+def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     headers = request.headers
-    peer = request.remote
-    raw = request.raw_path
+    peer = request.peer
+    raw = request.target
     target = raw[len(PREFIX) :] if raw.startswith(PREFIX + "/") else None
     if not trusted.trusts(peer):
         target = None  # an allow carries upstream secrets: only our proxies get one
@@ -30,15 +28,15 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
     return Facts("envoy", request.method, request.host, target, headers, client_ip)
 
 
-def render(decision: Decision) -> web.Response:
+def render(decision: Decision) -> Reply:
     reason = decision.reason
     if reason is None:
-        headers = [*decision.upstream, *rate_headers(decision)]
+        headers = list(decision.upstream)
         if decision.strip:
             # only headers we do not set: Envoy may apply removals after setting
             headers.append((REMOVE_HEADER, ",".join(decision.strip)))
-        return web.Response(status=200, headers=headers)
-    return deny_response(decision)
+        return Reply(200, headers)
+    return deny_reply(decision)
 
 
 ADAPTER = Adapter(name="envoy", path=PREFIX + "/{tail:.*}", facts=facts, render=render)

@@ -11,16 +11,14 @@ still overwrites a client's forged or leftover value.
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from keystile.adapters.base import Adapter, deny_response, rate_headers
+from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 
 
-def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
+def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     headers = request.headers
-    peer = request.remote
+    peer = request.peer
     client_ip = trusted.client_ip(peer, headers.get("X-Forwarded-For"))
     if not trusted.trusts(peer):
         return Facts("forward", request.method, request.host, None, headers, client_ip)
@@ -34,13 +32,12 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
     )
 
 
-def render(decision: Decision) -> web.Response:
+def render(decision: Decision) -> Reply:
     reason = decision.reason
     if reason is None:
-        headers = [*decision.upstream, *((name, "") for name in decision.strip),
-                   *rate_headers(decision)]  # fmt: skip
-        return web.Response(status=200, headers=headers)
-    return deny_response(decision)
+        headers = [*decision.upstream, *((name, "") for name in decision.strip)]
+        return Reply(200, headers)
+    return deny_reply(decision)
 
 
 ADAPTER = Adapter(name="forward", path="/auth/forward", facts=facts, render=render)

@@ -10,21 +10,19 @@ every other status into a 500, so a rate limit travels as 403 with
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from keystile.adapters.base import Adapter, deny_response, rate_headers
+from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Facts
 from keystile.reasons import Outcome
 
 
-def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
+def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     headers = request.headers
-    peer = request.remote
+    peer = request.peer
     if trusted.trusts(peer):
         return Facts(
             adapter="nginx",
-            method=headers.get("X-Original-Method", request.method).upper(),
+            method=(headers.get("X-Original-Method") or request.method).upper(),
             host=request.host,
             target=headers.get("X-Original-URI"),
             headers=headers,
@@ -34,18 +32,16 @@ def facts(request: web.Request, trusted: TrustedProxies) -> Facts:
     return Facts("nginx", request.method, request.host, None, headers, peer)
 
 
-def render(decision: Decision) -> web.Response:
+def render(decision: Decision) -> Reply:
     reason = decision.reason
     if reason is None:
-        if decision.rate is None:
-            return web.Response(status=200, headers=decision.upstream)
-        return web.Response(status=200, headers=[*decision.upstream, *rate_headers(decision)])
+        return Reply(200, decision.upstream)
     extra = {"X-Keystile-Message": reason.message}
     if reason.outcome is Outcome.RATE_LIMITED:
         extra["X-Keystile-Status"] = "429"
         # 403, not 429: nginx turns any status but 2xx/401/403 into a 500
-        return deny_response(decision, status=403, extra=extra)
-    return deny_response(decision, extra=extra)
+        return deny_reply(decision, status=403, extra=extra)
+    return deny_reply(decision, extra=extra)
 
 
 ADAPTER = Adapter(name="nginx", path="/auth/nginx", facts=facts, render=render)

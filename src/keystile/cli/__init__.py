@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from keystile import __version__, config
 from keystile.accounts import AccountService
 from keystile.cli import accounts as accounts_cli
 from keystile.cli import keys as keys_cli
+from keystile.cli.args import positive_int
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
 from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
@@ -27,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the auth server")
+    serve.add_argument("--workers", type=positive_int, metavar="N",
+                       help="processes sharing the port, one event loop each "
+                            "(default: the workers setting, 1)")  # fmt: skip
     serve.set_defaults(run=None, serve=True)
 
     keys_cli.register(sub)
@@ -87,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "serve", False):
             from keystile.server import serve
 
-            serve(settings)
-            return 0
+            if args.workers is not None:
+                settings = dataclasses.replace(settings, workers=args.workers)
+            return serve(settings)
         return asyncio.run(_run_store_command(args, settings))
     except (ConfigError, InvalidInput) as exc:
         return _fail(str(exc), 2)

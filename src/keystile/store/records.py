@@ -23,6 +23,18 @@ COLUMNS = (
 _JSON_COLUMNS = ("scopes", "metadata", "limits")
 
 
+class Unknown:
+    """What memory cannot answer: only the store can tell (a cache miss, usage not read)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
 @dataclass(frozen=True, slots=True)
 class TeamPolicy:
     """What a key's team adds to its policy."""

@@ -1,0 +1,94 @@
+"""``keystile serve --workers N``: N processes, one event loop each, on shared ports.
+
+Every worker binds the listen (and admin) address with SO_REUSEPORT, so the
+kernel spreads new connections across them. The parent migrates the store once,
+forks the workers, passes SIGTERM/SIGINT on, and replaces a worker that dies
+after it had started; one that dies at start (port taken, store unreadable)
+stops them all.
+
+Each worker has its own cache, kept coherent through the store's change log (a
+revocation reaches every worker within ``poll_interval``). What a worker
+counts in memory is its own: rate limits and quotas allow up to N times their
+figure, and /metrics shows the worker that took the scrape's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from keystile.config import Settings
+from keystile.store import Store
+
+STARTUP = 5.0  # a worker that dies sooner failed to start: stop, do not respawn
+
+log = logging.getLogger("keystile.workers")
+
+
+async def _prepare(settings: Settings) -> None:
+    """Create and migrate the store once, before the workers open it."""
+    store = await Store.open(settings.db)
+    await store.close()
+
+
+def supervise(settings: Settings, run_worker: Callable[[Settings, int], None]) -> int:
+    """Run ``settings.workers`` forked workers until a signal; the exit code."""
+    asyncio.run(_prepare(settings))
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started)
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            _kill(pid)
+
+    def start(worker: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: its event loop installs its own signal handlers
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                run_worker(settings, worker)
+            except BaseException as exc:
+                log.error("worker %d failed: %s", worker, exc)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = (worker, time.monotonic())
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in range(settings.workers):
+        start(worker)
+    log.info("%d workers on http://%s:%d", settings.workers, *settings.listen)
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        worker, started = children.pop(pid)
+        if stopping:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        if time.monotonic() - started < STARTUP:
+            log.error("worker %d exited at start (%d); stopping", worker, exit_code)
+            code = 1
+            stop(signal.SIGTERM, None)
+            continue
+        log.error("worker %d exited (%d); starting another", worker, exit_code)
+        start(worker)
+    return code
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)

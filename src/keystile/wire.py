@@ -34,7 +34,7 @@ from keystile.store import Unknown
 
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's line limit)
 MAX_PENDING = 65536  # bytes read ahead while a request waits for the store
-IDLE_TIMEOUT = 60.0  # a connection without a request for 1-2 of these is closed
+IDLE_TIMEOUT = 60  # seconds: a connection without a request for 1-2 of these is closed
 MEMO_SIZE = 100_000
 
 log = logging.getLogger("keystile.wire")
@@ -85,8 +85,14 @@ class Endpoints:
 class AuthListener:
     """The main listener's protocol factory, its connections and their upkeep."""
 
-    def __init__(self, gates: Iterable[Gate], fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self,
+        gates: Iterable[Gate],
+        fallback: Callable[[], asyncio.Protocol],
+        idle_timeout: int = IDLE_TIMEOUT,
+    ) -> None:
         self.endpoints = Endpoints(gates)
+        self.idle_timeout = idle_timeout
         self.fallback = fallback  # aiohttp's protocol factory
         self.connections: set[AuthProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -171,10 +177,10 @@ class AuthListener:
         return entry
 
     def _tick(self) -> None:
-        """Every second: the Date header; every IDLE_TIMEOUT: close idle connections."""
+        """Every second: the Date header; every idle_timeout: close idle connections."""
         self.date = f"Date: {formatdate(usegmt=True)}\r\n".encode()
         self._ticks += 1
-        if self._ticks % int(IDLE_TIMEOUT) == 0:
+        if self._ticks % self.idle_timeout == 0:
             for connection in list(self.connections):
                 connection.sweep()
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
@@ -226,8 +232,8 @@ class AuthProtocol(asyncio.Protocol):
         while self.buffer and not self.closing:
             buffer = self.buffer
             end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-            if end < 0:
-                if len(buffer) > MAX_HEAD + 3:
+            if end < 0:  # incomplete, or not ours: too long, or a bare LF (aiohttp decides)
+                if len(buffer) > MAX_HEAD + 3 or buffer.count(b"\n") != buffer.count(b"\r\n"):
                     self.hand_over()
                 return
             parsed = listener.parse(buffer[: end + 2], self.peer)
@@ -304,7 +310,7 @@ class AuthProtocol(asyncio.Protocol):
             protocol.data_received(buffer)
 
     def sweep(self) -> None:
-        """Called every IDLE_TIMEOUT: close if no request arrived since the last call."""
+        """Called every idle_timeout: close if no request arrived since the last call."""
         if self.requests == self.swept_at and not self.waiting:
             self.close()
         self.swept_at = self.requests

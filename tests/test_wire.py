@@ -1,0 +1,195 @@
+"""The main listener over a real socket: auth requests answered off the wire, the
+rest (and anything odd or hostile) handed to aiohttp with every byte intact."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from keystile import config
+from keystile.gate import GATES
+from keystile.keys import Hasher
+from keystile.server import make_app
+from keystile.service import KeyService
+from keystile.store import Store
+from keystile.wire import AuthListener
+
+CONFIG = """
+[[routes]]
+name = "chat"
+path = "/v1/chat/*"
+scopes = ["chat"]
+[routes.inject]
+Authorization = { env = "UPSTREAM", format = "Bearer {}" }
+"""
+SECRET = "sk-up-secret"
+
+
+@pytest.fixture
+async def key(db_path: Path) -> str:
+    async with await Store.open(db_path) as store:
+        return (await KeyService(store, Hasher()).create("svc", scopes=["chat"])).key
+
+
+@pytest.fixture
+async def port(tmp_path: Path, db_path: Path, key: str) -> AsyncIterator[int]:
+    toml = tmp_path / "keystile.toml"
+    toml.write_text(CONFIG)
+    env = {"KEYSTILE_DB": str(db_path), "KEYSTILE_CONFIG": str(toml), "UPSTREAM": SECRET}
+    app = make_app(config.load(env))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    assert runner.server is not None
+    listener = AuthListener(app[GATES].values(), runner.server, idle_timeout=1)
+    server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await listener.close(1.0)
+    await runner.cleanup()
+
+
+def auth(key: str | None, uri: str = "/v1/chat/completions", extra: str = "") -> bytes:
+    lines = ["GET /auth/nginx HTTP/1.1", "Host: keystile", f"X-Original-URI: {uri}"]
+    if key:
+        lines.append(f"Authorization: Bearer {key}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+async def exchange(port: int, data: bytes, *, replies: int = 1, pause: float = 0) -> list[bytes]:
+    """Send ``data`` (byte by byte with ``pause``), read ``replies`` whole responses."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if pause:
+            for byte in data:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(pause)
+        else:
+            writer.write(data)
+        answers = []
+        for _ in range(replies):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            answers.append(head + await reader.readexactly(length))
+        return answers
+    finally:
+        writer.close()
+
+
+def status(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1])
+
+
+def served_by_aiohttp(reply: bytes) -> bool:
+    return b"\r\nServer: " in reply  # aiohttp names itself; the wire path does not
+
+
+async def test_allow_is_answered_off_the_wire_with_injected_headers(port: int, key: str) -> None:
+    (reply,) = await exchange(port, auth(key))
+    assert status(reply) == 200 and not served_by_aiohttp(reply)
+    assert f"Authorization: Bearer {SECRET}\r\n".encode() in reply
+    assert b"\r\nDate: " in reply and b"\r\nContent-Length: 0\r\n" in reply
+    assert key.encode() not in reply
+
+
+async def test_pipelined_requests_are_answered_in_order(port: int, key: str) -> None:
+    # the first needs the store (nothing is cached yet); the others wait their turn
+    data = auth(key) + auth(None) + auth(key, "/v1/other") + auth(key)
+    replies = await exchange(port, data, replies=4)
+    assert [status(r) for r in replies] == [200, 401, 403, 200]
+    assert b"X-Keystile-Reason: missing_api_key" in replies[1]
+    assert b"X-Keystile-Reason: route_not_allowed" in replies[2]
+    assert all(SECRET.encode() not in r for r in replies[1:3])
+
+
+async def test_a_request_trickling_in_byte_by_byte(port: int, key: str) -> None:
+    (reply,) = await exchange(port, auth(key), pause=0.0005)
+    assert status(reply) == 200
+
+
+async def test_connection_close_is_honoured(port: int, key: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(auth(key, extra="Connection: close\r\n") + auth(key))
+    data = await asyncio.wait_for(reader.read(), 5)  # returns at EOF: the server closed
+    writer.close()
+    assert data.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in data
+
+
+async def test_other_paths_go_to_aiohttp(port: int) -> None:
+    (reply,) = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: k\r\n\r\n")
+    assert status(reply) == 200 and served_by_aiohttp(reply) and b'"ok"' in reply
+
+
+async def test_a_connection_handed_over_keeps_serving_auth(port: int, key: str) -> None:
+    data = b"GET /healthz HTTP/1.1\r\nHost: k\r\n\r\n" + auth(key) + auth(None)
+    replies = await exchange(port, data, replies=3)
+    assert [status(r) for r in replies] == [200, 200, 401]
+    assert all(served_by_aiohttp(r) for r in replies)
+    assert SECRET.encode() in replies[1]
+
+
+HOSTILE = {
+    "obs-fold": auth(None, extra=f"X-Api-Key: x\r\n  {'k'}\r\n"),
+    "bare LF": b"GET /auth/nginx HTTP/1.1\nHost: k\nX-Original-URI: /v1/chat/x\n\n",
+    "LF inside a line": auth(None, extra="X-A: 1\nAuthorization: Bearer x\r\n"),
+    "CR inside a line": auth(None, extra="X-A: 1\rAuthorization: Bearer x\r\n"),
+    "space before colon": auth(None, extra="Authorization : Bearer x\r\n"),
+    "no Host": b"GET /auth/nginx HTTP/1.1\r\nX-Original-URI: /v1/chat/x\r\n\r\n",
+    "two Hosts": auth(None, extra="Host: other\r\n"),
+    "non-ASCII": auth(None, extra="X-Name: caf\u00e9\r\n"),
+    "HTTP/1.0": b"GET /auth/nginx HTTP/1.0\r\nHost: k\r\n\r\n",
+    "absolute form": b"GET http://k/auth/nginx HTTP/1.1\r\nHost: k\r\n\r\n",
+    "lower-case method": b"get /auth/nginx HTTP/1.1\r\nHost: k\r\n\r\n",
+    "huge head": auth(None, extra="X-Pad: " + "a" * 9000 + "\r\n"),
+    "NUL": auth(None, extra="X-A: a\x00b\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+async def test_odd_requests_get_aiohttp_and_never_an_allow(port: int, name: str) -> None:
+    (reply,) = await exchange(port, HOSTILE[name])
+    assert served_by_aiohttp(reply), reply
+    assert status(reply) != 200 and status(reply) < 500, reply
+    assert SECRET.encode() not in reply
+
+
+async def test_a_body_cannot_smuggle_a_second_request(port: int, key: str) -> None:
+    smuggled = auth(key)
+    head = auth(None, extra=f"Content-Length: {len(smuggled)}\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + smuggled)
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.count(b"HTTP/1.1 ") == 1 and status(data) == 401
+    assert SECRET.encode() not in data
+
+
+async def test_chunked_bodies_are_aiohttp_s(port: int, key: str) -> None:
+    body = auth(key)
+    data = auth(None, extra="Transfer-Encoding: chunked\r\n") + b"%x\r\n%s\r\n0\r\n\r\n" % (
+        len(body),
+        body,
+    )
+    (reply,) = await exchange(port, data)
+    assert served_by_aiohttp(reply) and status(reply) == 401
+
+
+async def test_content_length_zero_stays_on_the_wire(port: int, key: str) -> None:
+    (reply,) = await exchange(port, auth(key, extra="Content-Length: 0\r\n"))
+    assert status(reply) == 200 and not served_by_aiohttp(reply)
+
+
+async def test_idle_and_half_sent_connections_are_closed(port: int, key: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(auth(key))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.write(b"GET /auth/nginx HTTP/1.1\r\nHost: k\r\n")  # and nothing more
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+    writer.close()

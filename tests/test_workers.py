@@ -1,0 +1,111 @@
+"""``keystile serve --workers 2`` as users run it: the real command, real processes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e.harness import KEYSTILE, Keystile, free_port
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def ask(port: int, key: str) -> tuple[int, str]:
+    """One request on a fresh connection, so the kernel may pick any worker."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/auth/nginx", headers={"X-Original-URI": "/v1/x",
+                                                         "X-Api-Key": key})  # fmt: skip
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.headers.get("X-Keystile-Reason", "")
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Keystile]:
+    keystile = Keystile(tmp_path, {"KEYSTILE_DB": str(tmp_path / "k.db"), "KEYSTILE_WORKERS": "2"})
+    keystile.start()
+    yield keystile
+    keystile.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_two_workers_stay_coherent_and_are_replaced(served: Keystile) -> None:
+    assert served.proc is not None
+    parent, started = served.proc.pid, time.monotonic()
+    deadline = started + 10
+    while len(children(parent)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = children(parent)
+    assert len(workers) == 2, served.log()
+    key = orjson.loads(served.cli("keys", "create", "--name", "w", "--json").stdout)
+    assert all(ask(served.port, key["key"])[0] == 200 for _ in range(40))  # both caches warm
+
+    served.cli("keys", "revoke", key["id"])
+    time.sleep(2.0)  # the promise: revoked everywhere within 2 s
+    assert {ask(served.port, key["key"]) for _ in range(40)} == {(401, "revoked_api_key")}
+
+    time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # past the start-up window
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (len(children(parent)) != 2 or victim in children(parent)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert len(children(parent)) == 2 and victim not in children(parent), served.log()
+    other = orjson.loads(served.cli("keys", "create", "--name", "x", "--json").stdout)["key"]
+    assert all(ask(served.port, other)[0] == 200 for _ in range(20))
+    assert "worker 0" in served.log() or "worker 1" in served.log()
+
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=15) == 0
+    assert not children(parent)
+
+
+def test_a_taken_port_stops_every_worker_with_a_clear_message(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env.update(KEYSTILE_DB=str(tmp_path / "k.db"), KEYSTILE_LISTEN=f"127.0.0.1:{port}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        for workers in ("1", "2"):
+            done = subprocess.run([str(KEYSTILE), "serve", "--workers", workers], env=env,
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert done.returncode != 0
+            assert f"listen 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_workers_must_be_a_positive_number(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env["KEYSTILE_DB"] = str(tmp_path / "k.db")
+    done = subprocess.run([str(KEYSTILE), "serve", "--workers", "0"], env=env,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2 and "'0'" in done.stderr
+    env["KEYSTILE_WORKERS"] = "many"
+    done = subprocess.run([str(KEYSTILE), "serve"], env=env, capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 2 and "KEYSTILE_WORKERS" in done.stderr and "many" in done.stderr

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from keystile import keys
-from keystile.cache import CachedLookup
+from keystile.cache import TRICKLE, CachedLookup
 from keystile.errors import StoreUnavailable
 from keystile.keys import Hasher, KeyFormat
 from keystile.lookup import KeyLookup
@@ -131,3 +131,48 @@ async def test_group_changes_by_another_process_reach_the_cache(
         await accounts.delete_group(group.id)
         await cache.sync()
         assert (await cache.find(issued.key)).granted == ("chat",)
+
+
+async def test_a_spray_of_unknown_keys_reaches_the_store_only_as_a_trickle(
+    store: Store, clock: Clock
+) -> None:
+    issued = await KeyService(store, Hasher()).create("k")
+    cache = cached(store, clock)
+    await cache.start()
+    for _ in range(500):  # distinct, checksum-valid, never stored
+        assert await cache.find(keys.generate()) is None
+    assert cache.stats.misses <= TRICKLE and cache.stats.filtered >= 500 - TRICKLE
+    assert (await cache.find(issued.key)).id == issued.record.id  # a stored key still passes
+    clock.now += 1.0  # a new second: the trickle is back
+    before = cache.stats.misses
+    assert await cache.find(keys.generate()) is None
+    assert cache.stats.misses == before + 1
+
+
+async def test_a_key_made_elsewhere_works_at_once_and_joins_the_filter(
+    db_path: Path, clock: Clock
+) -> None:
+    async with await Store.open(db_path) as server_store, await Store.open(db_path) as cli_store:
+        cache = cached(server_store, clock)
+        await cache.start()
+        issued = await KeyService(cli_store, Hasher()).create("k")
+        assert cache.filter is not None and issued.record.key_hash not in cache.filter
+        assert (await cache.find(issued.key)).id == issued.record.id  # via the trickle
+        await cache.sync()
+        assert issued.record.key_hash in cache.filter
+        cache._trickle_left = 0  # a spray has used the trickle up
+        cache.positive.clear()
+        assert (await cache.find(issued.key)).id == issued.record.id  # the filter lets it by
+
+
+async def test_the_filter_is_rebuilt_when_full(store: Store, clock: Clock) -> None:
+    cache = cached(store, clock)
+    await cache.start()
+    assert cache.filter is not None
+    first = cache.filter
+    service = KeyService(store, Hasher())
+    service.on_change.append(cache.invalidate)
+    first.count = first.capacity  # as if nearly full
+    issued = await service.create("k")
+    await cache.sync()
+    assert cache.filter is not first and issued.record.key_hash in cache.filter

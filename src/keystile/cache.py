@@ -2,8 +2,13 @@
 
 - positive: digest -> record (TTL 30 s by default); policy is still evaluated on
   every request from the record, decisions are never cached;
-- negative: digests known not to exist (short TTL), so a spray of unknown keys
-  does not become a spray of queries;
+- negative: digests known not to exist (short TTL), so an unknown key tried
+  again and again costs one query;
+- filter: a Bloom filter of every stored hash (:mod:`keystile.hashfilter`), so
+  a spray of random well-formed keys costs no query at all. A key it has never
+  seen (created by another process since the last change-log read) may still
+  be looked up, up to ``TRICKLE`` times a second, so a key is usable the moment
+  it is created while a spray gets nothing but the trickle;
 - coherence: a background task polls the store's change log (one indexed query
   every ``poll_interval``) and drops changed hashes; changes made in this process
   call :meth:`invalidate` directly;
@@ -18,17 +23,20 @@ from collections.abc import Callable, Iterable
 
 from cachetools import TTLCache
 
+from keystile.hashfilter import HashFilter
 from keystile.keys import MAX_TOKEN_LEN
 from keystile.lookup import KeyLookup
 from keystile.store import UNKNOWN, KeyRecord, Unknown
 
+TRICKLE = 20  # lookups a second of keys the filter has not seen
+FILTER_PAGE = 50_000
+
 
 class CacheStats:
-    __slots__ = ("hits", "misses", "negative_hits", "store_seconds")
+    __slots__ = ("filtered", "hits", "misses", "negative_hits")
 
     def __init__(self) -> None:
-        self.hits = self.misses = self.negative_hits = 0
-        self.store_seconds: list[float] = []
+        self.hits = self.misses = self.negative_hits = self.filtered = 0
 
 
 class CachedLookup:
@@ -54,6 +62,9 @@ class CachedLookup:
         self.generation = 0  # bumped by every invalidation
         self.seq = 0  # last change-log entry applied
         self.last_sync = clock()
+        self.filter: HashFilter | None = None  # None: every well-formed key may exist
+        self._trickle_at = 0.0
+        self._trickle_left = 0
 
     @property
     def fresh(self) -> bool:
@@ -83,7 +94,22 @@ class CachedLookup:
         if all(digest in self.negative for _, digest in candidates):
             self.stats.negative_hits += 1
             return lookup.static.match(token)
+        hashes = self.filter
+        if (hashes is not None and not any(digest in hashes for _, digest in candidates)
+                and not self._trickle()):  # fmt: skip
+            self.stats.filtered += 1
+            return lookup.static.match(token)
         return UNKNOWN
+
+    def _trickle(self) -> bool:
+        """Whether a key unknown to the filter may still be looked up (TRICKLE a second)."""
+        now = self.clock()
+        if now - self._trickle_at >= 1.0:
+            self._trickle_at, self._trickle_left = now, TRICKLE
+        if self._trickle_left > 0:
+            self._trickle_left -= 1
+            return True
+        return False
 
     async def find(self, token: str) -> KeyRecord | None:
         """:meth:`find_now`, asking the store when it must; raises StoreError when it can't."""
@@ -109,16 +135,35 @@ class CachedLookup:
         return record if record is not None else lookup.static.match(token)
 
     def invalidate(self, hashes: Iterable[str]) -> None:
+        """Forget what is cached about these hashes (changed, created or removed keys)."""
         self.generation += 1
         for digest in hashes:
             self.positive.pop(digest, None)
             self.negative.pop(digest, None)
+            if self.filter is not None:
+                self.filter.add(digest)
 
     async def start(self) -> None:
-        """Begin at the current end of the change log."""
+        """Begin at the current end of the change log, with every stored hash filtered."""
         self.seq = await self.lookup.store.last_event()
         await self.lookup.refresh()
+        await self.load_filter()
         self.last_sync = self.clock()
+
+    async def load_filter(self) -> None:
+        """Build the filter from the store, page by page; swap it in when complete."""
+        store = self.lookup.store
+        pages: list[list[str]] = []
+        page = await store.key_hashes("", FILTER_PAGE)
+        while page:
+            pages.append(page)
+            page = await store.key_hashes(page[-1], FILTER_PAGE) if len(page) == FILTER_PAGE else []
+        stored = sum(len(p) for p in pages)
+        hashes = HashFilter(stored * 2 + 10_000)
+        for page in pages:
+            for digest in page:
+                hashes.add(digest)
+        self.filter = hashes  # anything created meanwhile arrives with the next sync
 
     async def sync(self) -> int:
         """Apply changes made by any writer since the last sync; returns how many."""
@@ -126,6 +171,8 @@ class CachedLookup:
         if hashes:
             self.invalidate(hashes)
             await self.lookup.refresh()
+            if self.filter is not None and self.filter.full:
+                await self.load_filter()
         self.seq = seq
         self.last_sync = self.clock()
         return len(hashes)

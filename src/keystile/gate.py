@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from keystile import logs
 from keystile.adapters import Adapter
 from keystile.adapters.base import Inbound, Reply, rate_headers
 from keystile.clientip import TrustedProxies
 from keystile.decide import Decider, Decision, Facts
+from keystile.logs import DenialLog
 from keystile.metrics import Metrics
 from keystile.usage import UsageMeter
 
@@ -27,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Gate:
     """One adapter's request path."""
 
-    __slots__ = ("adapter", "count", "decider", "facts", "observe", "render", "trusted")
+    __slots__ = ("adapter", "count", "decider", "denials", "facts", "observe", "render", "trusted")
 
     def __init__(
         self,
@@ -36,6 +36,7 @@ class Gate:
         metrics: Metrics,
         usage: UsageMeter,
         trusted: TrustedProxies,
+        denials: DenialLog,
     ) -> None:
         self.adapter = adapter
         self.facts = adapter.facts
@@ -44,13 +45,14 @@ class Gate:
         self.trusted = trusted
         self.observe = metrics.decision_observer(adapter.name)
         self.count = usage.record
+        self.denials = denials
 
     def done(self, facts: Facts, decision: Decision, started: float) -> None:
         """Count a decision made (``started`` from ``time.perf_counter``)."""
         self.observe(decision, time.perf_counter() - started)
         self.count(decision, time.time())
         if decision.reason is not None:
-            logs.log_denial(facts, decision)
+            self.denials(facts, decision)
 
     async def answer(self, request: Inbound) -> Reply:
         """The whole path, waiting for the store when it must."""

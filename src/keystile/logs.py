@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,21 +44,58 @@ def setup(level: str = "INFO") -> None:
         logger.propagate = False
 
 
-def log_denial(facts: Facts, decision: Decision) -> None:
-    """One line per denial: reason code and key id, path without its query."""
-    reason = decision.reason
-    if reason is None or not decisions_log.isEnabledFor(logging.INFO):
-        return
-    target = facts.target or ""
-    fields = {
-        "event": "deny",
-        "adapter": facts.adapter,
-        "reason": reason.code,
-        "status": reason.outcome.value,
-        "method": facts.method,
-        "path": target.partition("?")[0][:256],
-        "client_ip": facts.client_ip,
-        "key_id": decision.record.id if decision.record else None,
-        "route": decision.route.name if decision.route else None,
-    }
-    decisions_log.info("deny %s", reason.code, extra={"fields": fields})
+DENIALS_PER_SECOND = 50  # lines; past it, denials are counted and summed up
+
+
+class DenialLog:
+    """One line per denial (reason code, key id, path without its query), at most
+    ``per_second`` lines a second: a spray of bad keys must not turn into a flood
+    of log lines that costs more than answering it. What is left out is summed up
+    in one line per reason; the metrics count every denial."""
+
+    def __init__(
+        self, per_second: int = DENIALS_PER_SECOND, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_second = per_second
+        self.clock = clock
+        self.window = clock()
+        self.left = per_second
+        self.dropped: Counter[str] = Counter()
+
+    def __call__(self, facts: Facts, decision: Decision) -> None:
+        reason = decision.reason
+        if reason is None or not decisions_log.isEnabledFor(logging.INFO):
+            return
+        self.tick()
+        if self.left <= 0:
+            self.dropped[reason.code] += 1
+            return
+        self.left -= 1
+        target = facts.target or ""
+        fields = {
+            "event": "deny",
+            "adapter": facts.adapter,
+            "reason": reason.code,
+            "status": reason.outcome.value,
+            "method": facts.method,
+            "path": target.partition("?")[0][:256],
+            "client_ip": facts.client_ip,
+            "key_id": decision.record.id if decision.record else None,
+            "route": decision.route.name if decision.route else None,
+        }
+        decisions_log.info("deny %s", reason.code, extra={"fields": fields})
+
+    def tick(self) -> None:
+        """Start a new second if the last one is over (also called when no request comes)."""
+        if self.clock() - self.window >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Start a new second; sum up what the last one left out."""
+        if self.dropped:
+            total = sum(self.dropped.values())
+            fields = {"event": "deny_summary", "not_logged": dict(self.dropped)}
+            decisions_log.warning("%d more denials not logged (over %d lines a second)", total,
+                                  self.per_second, extra={"fields": fields})  # fmt: skip
+            self.dropped.clear()
+        self.window, self.left = self.clock(), self.per_second

@@ -82,6 +82,7 @@ class _Snapshot(Collector):
         lookups.add_metric(["hit"], cache.stats.hits)
         lookups.add_metric(["negative_hit"], cache.stats.negative_hits)
         lookups.add_metric(["miss"], cache.stats.misses)
+        lookups.add_metric(["filtered"], cache.stats.filtered)
         yield lookups
         entries = GaugeMetricFamily("keystile_cache_entries", "Cached entries.", labels=["cache"])
         entries.add_metric(["positive"], len(cache.positive))

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from keystile import logs
+from keystile import heap, logs
 from keystile.accounts import AccountService
 from keystile.adapters import ADAPTERS
 from keystile.admin import PREFIX, admin_app
@@ -39,6 +39,7 @@ METRICS = web.AppKey("metrics", Metrics)
 DECIDER = web.AppKey("decider", Decider)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
 USAGE = web.AppKey("usage", UsageMeter)
+DENIALS = web.AppKey("denials", logs.DenialLog)
 
 log = logging.getLogger("keystile.server")
 T = TypeVar("T")
@@ -90,6 +91,7 @@ async def _flush_forever(app: web.Application, interval: float) -> None:
         except StoreError as exc:
             log.warning("usage flush failed, kept for the next one: %s", exc)
         app[DECIDER].limiter.prune(time.time())
+        app[DENIALS].tick()
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -97,6 +99,7 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[USAGE] = UsageMeter()
+    app[DENIALS] = logs.DenialLog()
     for adapter in ADAPTERS:
         app.router.add_route("*", adapter.path, aiohttp_handler(adapter))
 
@@ -121,9 +124,9 @@ def make_app(settings: Settings) -> web.Application:
         app[STORE], app[CACHE] = store, cache
         app[METRICS].cache = cache
         app[DECIDER] = Decider(cache, settings.routes, settings.credential_headers)
-        trusted = TrustedProxies(settings.trusted_proxies)
+        trusted, denials = TrustedProxies(settings.trusted_proxies), app[DENIALS]
         app[GATES] = {
-            adapter.name: Gate(adapter, app[DECIDER], app[METRICS], app[USAGE], trusted)
+            adapter.name: Gate(adapter, app[DECIDER], app[METRICS], app[USAGE], trusted, denials)
             for adapter in ADAPTERS
         }
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
@@ -187,7 +190,9 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
         if settings.admin_listen is not None:
             log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
+        tending = asyncio.create_task(heap.tend_forever())
         await stop.wait()
+        tending.cancel()
     finally:
         if main is not None:
             main.close()

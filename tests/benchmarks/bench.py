@@ -173,6 +173,9 @@ def main() -> int:
         key = orjson.loads(created.stdout)["key"]
         keystile.start()
         stack.callback(keystile.stop)
+        two = Keystile(workdir, {**env, "KEYSTILE_WORKERS": "2"})
+        two.start()
+        stack.callback(two.stop)
 
         upstream = stack.enter_context(
             plain_nginx(workdir, "upstream", UPSTREAM_CONF.format(port=(up := free_port())), up)
@@ -189,6 +192,7 @@ def main() -> int:
             "nginx-keystile": stack.enter_context(
                 shipped("nginx", workdir, keystile.port, upstream)
             ),
+            "nginx-keystile2w": stack.enter_context(shipped("nginx", workdir, two.port, upstream)),
             "envoy-noauth": stack.enter_context(
                 plain_envoy(
                     workdir, envoy_no_auth(envoy_noauth, upstream, free_port()), envoy_noauth
@@ -198,6 +202,7 @@ def main() -> int:
             "envoy-keystile": stack.enter_context(
                 shipped("envoy", workdir, keystile.port, upstream)
             ),
+            "envoy-keystile2w": stack.enter_context(shipped("envoy", workdir, two.port, upstream)),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
         for port in scenarios.values():  # warm-up
@@ -220,14 +225,14 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     print(f"\n{args.rounds} rounds x {args.seconds:g} s, wrk -t1 -c{args.connections}, nginx 1 "
           f"worker, Envoy concurrency 1, {os.cpu_count()} cores; medians\n")  # fmt: skip
     header = ("scenario", "req/s", "p99 ms", "x limit", "x floor", "p99 x floor")
-    print("{:<16}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*header))
+    print("{:<18}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*header))
     for name, (rps, p99) in medians.items():
         proxy = name.split("-")[0]
         limit_rps = medians[f"{proxy}-noauth"][0]
         floor_rps, floor_p99 = medians[f"{proxy}-floor"]
         row = (name, f"{rps:.0f}", f"{p99:.2f}", f"{rps / limit_rps:.2f}", f"{rps / floor_rps:.2f}",
                f"{p99 / floor_p99:.2f}")  # fmt: skip
-        print("{:<16}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
+        print("{:<18}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
 
 
 if __name__ == "__main__":

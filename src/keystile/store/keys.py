@@ -60,7 +60,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 class KeyStore(StoreBase):
     async def _groups_of(
-        self, key_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+        self, key_ids: Sequence[str], conn: aiosqlite.Connection | None = None, inline: bool = False
     ) -> dict[str, Groups]:
         if not key_ids:
             return {}
@@ -71,6 +71,7 @@ class KeyStore(StoreBase):
             f" JOIN groups g ON g.id = kg.group_id WHERE kg.key_id IN ({marks}) ORDER BY g.name",
             list(key_ids),
             conn,
+            inline,
         )
         found: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
         for key_id, group_id, name, scopes in rows:
@@ -78,7 +79,10 @@ class KeyStore(StoreBase):
         return {key_id: tuple(groups) for key_id, groups in found.items()}
 
     async def _teams_of(
-        self, user_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+        self,
+        user_ids: Sequence[str],
+        conn: aiosqlite.Connection | None = None,
+        inline: bool = False,
     ) -> dict[str, TeamPolicy]:
         if not user_ids:
             return {}
@@ -89,6 +93,7 @@ class KeyStore(StoreBase):
             f" JOIN teams t ON t.id = u.team_id WHERE u.id IN ({marks})",
             list(user_ids),
             conn,
+            inline,
         )
         return {
             user_id: TeamPolicy(team_id, orjson.loads(limits),
@@ -97,12 +102,16 @@ class KeyStore(StoreBase):
         }  # fmt: skip
 
     async def _records(
-        self, rows: list[sqlite3.Row], conn: aiosqlite.Connection | None = None
+        self,
+        rows: list[sqlite3.Row],
+        conn: aiosqlite.Connection | None = None,
+        inline: bool = False,
     ) -> list[KeyRecord]:
         """Records with their groups and team (read on ``conn`` inside a transaction)."""
-        groups = await self._groups_of([row[0] for row in rows], conn)
+        groups = await self._groups_of([row[0] for row in rows], conn, inline)
         user_index = COLUMNS.index("user_id")
-        teams = await self._teams_of(sorted({r[user_index] for r in rows if r[user_index]}), conn)
+        user_ids = sorted({r[user_index] for r in rows if r[user_index]})
+        teams = await self._teams_of(user_ids, conn, inline)
         return [KeyRecord.from_row(row, groups.get(row[0], ()), teams.get(row[user_index]))
                 for row in rows]  # fmt: skip
 
@@ -113,8 +122,11 @@ class KeyStore(StoreBase):
         return (await self._records(rows))[0]
 
     async def find_by_hash(self, key_hash: str) -> KeyRecord | None:
-        rows = await self._fetch("looking up a key", f"{_SELECT} WHERE key_hash = ?", (key_hash,))
-        return (await self._records(rows))[0] if rows else None
+        """The request path's lookup: indexed reads on the event loop's thread."""
+        rows = await self._fetch(
+            "looking up a key", f"{_SELECT} WHERE key_hash = ?", (key_hash,), inline=True
+        )
+        return (await self._records(rows, inline=True))[0] if rows else None
 
     async def list_keys(
         self, *, include_inactive: bool = False, owner: str | None = None, now: float = 0.0
@@ -156,6 +168,15 @@ class KeyStore(StoreBase):
             sql += " LIMIT ?"
             params.append(query.limit)
         return await self._records(await self._fetch("listing keys", sql, params))
+
+    async def key_hashes(self, after: str = "", limit: int = 50_000) -> list[str]:
+        """Stored key hashes in order, the first ``limit`` after ``after`` (paging)."""
+        rows = await self._fetch(
+            "reading key hashes",
+            "SELECT key_hash FROM keys WHERE key_hash > ? ORDER BY key_hash LIMIT ?",
+            (after, limit),
+        )
+        return [row[0] for row in rows]
 
     async def has_imported_keys(self) -> bool:
         rows = await self._fetch(

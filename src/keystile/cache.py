@@ -91,25 +91,42 @@ class CachedLookup:
                 return record
         if not lookup.may_exist(token):
             return lookup.static.match(token)
-        if all(digest in self.negative for _, digest in candidates):
-            self.stats.negative_hits += 1
-            return lookup.static.match(token)
         hashes = self.filter
-        if (hashes is not None and not any(digest in hashes for _, digest in candidates)
-                and not self._trickle()):  # fmt: skip
-            self.stats.filtered += 1
+        if hashes is not None and not self._filtered_in(candidates, hashes):
+            # certainly not stored; looked up only while the trickle lasts
+            if self._trickle_left <= 0 and self.clock() - self._trickle_at < 1.0:
+                self.stats.filtered += 1
+                return lookup.static.match(token)
+            if self._known_unknown(candidates):
+                return lookup.static.match(token)
+            self._take_trickle()
+            return UNKNOWN
+        if self._known_unknown(candidates):
             return lookup.static.match(token)
         return UNKNOWN
 
-    def _trickle(self) -> bool:
-        """Whether a key unknown to the filter may still be looked up (TRICKLE a second)."""
+    @staticmethod
+    def _filtered_in(candidates: tuple[tuple[str, str], ...], hashes: HashFilter) -> bool:
+        for _, digest in candidates:  # noqa: SIM110 - no generator on the request path
+            if digest in hashes:
+                return True
+        return False
+
+    def _known_unknown(self, candidates: tuple[tuple[str, str], ...]) -> bool:
+        """Every candidate digest is negative-cached (counted as a negative hit)."""
+        negative = self.negative
+        for _, digest in candidates:
+            if digest not in negative:
+                return False
+        self.stats.negative_hits += 1
+        return True
+
+    def _take_trickle(self) -> None:
+        """Use one of the TRICKLE lookups a second of keys the filter has not seen."""
         now = self.clock()
         if now - self._trickle_at >= 1.0:
             self._trickle_at, self._trickle_left = now, TRICKLE
-        if self._trickle_left > 0:
-            self._trickle_left -= 1
-            return True
-        return False
+        self._trickle_left -= 1
 
     async def find(self, token: str) -> KeyRecord | None:
         """:meth:`find_now`, asking the store when it must; raises StoreError when it can't."""

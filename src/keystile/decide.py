@@ -31,7 +31,6 @@ from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
 from keystile.store import KeyRecord, Unknown
 from keystile.store.records import ACTIVE, DELETED, EXPIRED
 
-UPSTREAM_MEMO_SIZE = 100_000
 Upstream = tuple[tuple[str, str], ...]
 IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner",
                     "X-Keystile-Scopes", "X-Keystile-Route")  # fmt: skip
@@ -120,10 +119,7 @@ class Decider:
         self.clock = clock
         self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
         self.quotas = quotas if quotas is not None else Quotas(keys.lookup.store)
-        # (id(record), id(route)) -> the allow; the decision holds the record, so
-        # its id cannot be reused by a later object. Routes live as long as we do.
-        # Policy is still evaluated on every request: only the result's shape is kept.
-        self._allowed: dict[tuple[int, int], Decision] = {}
+        self._strips: dict[frozenset[str], tuple[str, ...]] = {}  # one copy of each
         # Every header keystile speaks for: identity, the client's credential, and
         # whatever a route injects. A client's copy of any of them never passes.
         self.managed = frozenset(
@@ -142,20 +138,18 @@ class Decider:
 
     def allow(self, record: KeyRecord, route: Route | None) -> Decision:
         """The allow for this key on this route: identity and injected headers, and
-        the managed headers left unset (built once per record and route)."""
-        memo_key = (id(record), id(route))
-        memo = self._allowed.get(memo_key)
-        if memo is not None and memo.record is record:
-            return memo
+        the managed headers left unset. Built once per record and route and kept
+        on the record; policy is still evaluated on every request."""
+        memo = record.memo.get(id(route))
+        if memo is not None and memo.route is route:
+            return memo  # type: ignore[no-any-return]
         headers = identity_headers(record, route)
         if route is not None:
             headers.extend((name, secret.value) for name, secret in route.inject)
-        set_names = {name.lower() for name, _ in headers}
-        strip = tuple(sorted(self.managed - set_names))
+        unset = self.managed - {name.lower() for name, _ in headers}
+        strip = self._strips.setdefault(unset, tuple(sorted(unset)))
         decision = Decision(None, record, route, tuple(headers), strip)
-        if len(self._allowed) >= UPSTREAM_MEMO_SIZE:
-            self._allowed.clear()
-        self._allowed[memo_key] = decision
+        record.memo[id(route)] = decision
         return decision
 
     def screen(self, facts: Facts) -> Decision | tuple[str, str]:

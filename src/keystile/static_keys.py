@@ -43,6 +43,8 @@ class StaticKeys:
 
     def match(self, token: str) -> KeyRecord | None:
         """The static key record ``token`` is, or None."""
+        if not self._entries:
+            return None
         digest = _digest(token)
         found = None
         for candidate, record in self._entries:

@@ -30,12 +30,12 @@ from keystile import reasons
 from keystile.adapters.base import Inbound, Reply
 from keystile.decide import Decision, Facts
 from keystile.gate import Gate
+from keystile.reasons import Reason
 from keystile.store import Unknown
 
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's line limit)
 MAX_PENDING = 65536  # bytes read ahead while a request waits for the store
 IDLE_TIMEOUT = 60  # seconds: a connection without a request for 1-2 of these is closed
-MEMO_SIZE = 100_000
 
 log = logging.getLogger("keystile.wire")
 
@@ -96,7 +96,7 @@ class AuthListener:
         self.fallback = fallback  # aiohttp's protocol factory
         self.connections: set[AuthProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.memo: dict[tuple[str, object, object], tuple[object, object, bytes, bytes]] = {}
+        self.denials: dict[tuple[str, Reason], tuple[bytes, bytes]] = {}
         self.date = b""
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -144,37 +144,33 @@ class AuthListener:
     def encoded(self, gate: Gate, decision: Decision) -> tuple[bytes, bytes]:
         """(head, body) of the reply, the head without Date and the blank line.
 
-        An allow's head is built once per (upstream, strip) and a denial's once per
-        reason (the promise of :class:`~keystile.adapters.base.Adapter`); only a
-        rate limit's figures are written per request."""
+        An allow's head is built once per record, route and adapter (and kept on
+        the record), a denial's once per reason: the promise of
+        :class:`~keystile.adapters.base.Adapter`. Only a rate limit's figures are
+        written per request."""
         reason = decision.reason
-        if reason is None:
-            upstream, strip = decision.upstream, decision.strip
-            memo_key: tuple[str, object, object] = (gate.adapter.name, id(upstream), id(strip))
-            hit = self.memo.get(memo_key)
-            if hit is None or hit[0] is not upstream or hit[1] is not strip:
-                hit = self._remember(memo_key, upstream, strip, gate.render(decision))
+        record = decision.record
+        if reason is None and record is not None:
+            route = decision.route
+            memo_key = (gate.adapter.name, id(route))
+            hit = record.memo.get(memo_key)
+            if hit is None or hit[0] is not route:
+                reply = gate.render(decision)
+                hit = record.memo[memo_key] = (route, encode_head(reply), reply.body)
             rate = decision.rate
             if rate is None:
-                return hit[2], hit[3]
+                return hit[1], hit[2]
             figures = (f"X-RateLimit-Limit: {rate.limit}\r\nX-RateLimit-Remaining: "
                        f"{rate.remaining}\r\nX-RateLimit-Reset: {rate.reset}\r\n")  # fmt: skip
-            return hit[2] + figures.encode(), hit[3]
-        if decision.rate is not None or decision.retry_after is not None:
+            return hit[1] + figures.encode(), hit[2]
+        if reason is None or decision.rate is not None or decision.retry_after is not None:
             reply = gate.reply(decision)
             return encode_head(reply), reply.body
-        memo_key = (gate.adapter.name, reason, None)
-        hit = self.memo.get(memo_key)
-        if hit is None:
-            hit = self._remember(memo_key, reason, None, gate.reply(decision))
-        return hit[2], hit[3]
-
-    def _remember(self, key: tuple[str, object, object], first: object, second: object,
-                  reply: Reply) -> tuple[object, object, bytes, bytes]:  # fmt: skip
-        if len(self.memo) >= MEMO_SIZE:
-            self.memo.clear()
-        entry = self.memo[key] = (first, second, encode_head(reply), reply.body)
-        return entry
+        denial = self.denials.get((gate.adapter.name, reason))
+        if denial is None:
+            reply = gate.reply(decision)
+            denial = self.denials[(gate.adapter.name, reason)] = (encode_head(reply), reply.body)
+        return denial
 
     def _tick(self) -> None:
         """Every second: the Date header; every idle_timeout: close idle connections."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,11 @@ COLUMNS = (
     "deleted_at", "origin", "rotated_from", "replaced_by", "user_id", "allowed_ips", "limits",
 )  # fmt: skip
 _JSON_COLUMNS = ("scopes", "metadata", "limits")
+_EMPTY: dict[str, Any] = {}  # shared by records without metadata or limits: never mutated
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    return _EMPTY if text == "{}" else orjson.loads(text)
 
 
 class Unknown:
@@ -75,12 +81,16 @@ class KeyRecord:
     granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
     limited: bool = field(init=False, default=False)  # any rate limit or quota, key or team
     has_quotas: bool = field(init=False, default=False)
+    # what the request path derived from this record (allows, encoded replies),
+    # kept as long as the record is: a cache eviction frees both
+    memo: dict[Any, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         granted = set(self.scopes)
         for _, _, scopes in self.groups:
             granted.update(scopes)
-        object.__setattr__(self, "granted", tuple(sorted(granted)))
+        ordered = tuple(sorted(granted))
+        object.__setattr__(self, "granted", self.scopes if ordered == self.scopes else ordered)
         limits = [*self.limits, *(self.team.limits if self.team else ())]
         object.__setattr__(self, "limited", bool(limits))
         object.__setattr__(self, "has_quotas", any(name.startswith("quota_") for name in limits))
@@ -117,9 +127,12 @@ class KeyRecord:
         team: TeamPolicy | None = None,
     ) -> KeyRecord:
         data = dict(zip(COLUMNS, row, strict=True))
-        data["scopes"] = tuple(orjson.loads(data["scopes"]))
-        data["metadata"] = orjson.loads(data["metadata"])
-        data["limits"] = orjson.loads(data["limits"])
+        # many keys hold the same few words: one copy of each (a cached key is ~1 KB)
+        data["hash_scheme"] = sys.intern(data["hash_scheme"])
+        data["origin"] = sys.intern(data["origin"])
+        data["scopes"] = tuple(sys.intern(scope) for scope in orjson.loads(data["scopes"]))
+        data["metadata"] = _json_object(data["metadata"])
+        data["limits"] = _json_object(data["limits"])
         if data["allowed_ips"] is not None:
             data["allowed_ips"] = tuple(orjson.loads(data["allowed_ips"]))
         data["enabled"] = bool(data["enabled"])

@@ -31,25 +31,29 @@ class HashFilter:
     def full(self) -> bool:
         return self.count > self.capacity
 
-    def _positions(self, digest: str) -> list[int]:
-        # stored hashes are hex SHA-256/HMAC digests: their bits are already uniform
+    @staticmethod
+    def _number(digest: str) -> int:
+        """32 bits per position, from the digest itself: stored hashes are hex
+        SHA-256/HMAC digests, their bits already uniform."""
         try:
-            number = int(digest[: 8 * HASHES], 16)
+            return int(digest[: 8 * HASHES], 16)
         except ValueError:  # not hex: spread it ourselves
-            number = int(hashlib.sha256(digest.encode()).hexdigest()[: 8 * HASHES], 16)
-        size = self.size
-        return [((number >> (32 * i)) & _MASK) % size for i in range(HASHES)]
+            return int(hashlib.sha256(digest.encode()).hexdigest()[: 8 * HASHES], 16)
 
     def add(self, digest: str) -> None:
-        bits = self.bits
-        for position in self._positions(digest):
+        bits, size, number = self.bits, self.size, self._number(digest)
+        for _ in range(HASHES):
+            position = (number & _MASK) % size
             bits[position >> 3] |= 1 << (position & 7)
+            number >>= 32
         self.count += 1
 
     def __contains__(self, digest: str) -> bool:
         """False: certainly not added. True: probably added."""
-        bits = self.bits
-        for position in self._positions(digest):
+        bits, size, number = self.bits, self.size, self._number(digest)
+        for _ in range(HASHES):  # most absent digests fail at the first bit
+            position = (number & _MASK) % size
             if not bits[position >> 3] & (1 << (position & 7)):
                 return False
+            number >>= 32
         return True

@@ -117,7 +117,7 @@ class KeyFormat:
                 return Shape.MALFORMED
             return Shape.FOREIGN if _FOREIGN_RE.fullmatch(token) else Shape.MALFORMED
         prefix, body = match.groups()
-        if prefix not in self._prefixes():
+        if prefix != self.prefix and prefix not in self.accepted_prefixes:
             return Shape.MALFORMED
         secret, check = body[:SECRET_LEN], body[SECRET_LEN:]
         if _decode62(check) != zlib.crc32(f"{prefix}_{secret}".encode("ascii")):

@@ -1,5 +1,5 @@
-"""The benchmark harness runs (a few seconds) so that it does not rot.
-Figures come from the full run: python -m tests.benchmarks.bench"""
+"""The benchmark harnesses run (a few seconds each) so that they do not rot.
+Figures come from the full runs: python -m tests.benchmarks.bench / .cold"""
 
 import subprocess
 import sys
@@ -7,13 +7,26 @@ import sys
 from tests.e2e.harness import ROOT, find_binary
 
 
-def test_benchmark_smoke_run() -> None:
+def smoke(module: str) -> str:
+    done = subprocess.run([sys.executable, "-m", module, "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_throughput_suite_smoke_run() -> None:
     find_binary("nginx")
     find_binary("wrk")
     find_binary("envoy")
-    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench", "--smoke"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    for scenario in ("nginx-noauth", "nginx-floor", "nginx-keystile", "envoy-noauth",
-                     "envoy-floor", "envoy-keystile"):  # fmt: skip
-        assert scenario in done.stdout
+    out = smoke("tests.benchmarks.bench")
+    for proxy in ("nginx", "envoy"):
+        for scenario in ("noauth", "floor", "keystile", "keystile2w"):
+            assert f"{proxy}-{scenario} " in out
+
+
+def test_cold_suite_smoke_run() -> None:
+    find_binary("wrk")
+    out = smoke("tests.benchmarks.cold")
+    for row in ("cache-miss latency", "unknown-key spray", "RSS with"):
+        assert row in out
+    assert "100% of requests were misses" in out  # the miss run really missed

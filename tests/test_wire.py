@@ -13,7 +13,7 @@ from aiohttp import web
 from keystile import config
 from keystile.gate import GATES
 from keystile.keys import Hasher
-from keystile.server import make_app
+from keystile.server import METRICS, make_app
 from keystile.service import KeyService
 from keystile.store import Store
 from keystile.wire import AuthListener
@@ -44,7 +44,7 @@ async def port(tmp_path: Path, db_path: Path, key: str) -> AsyncIterator[int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     assert runner.server is not None
-    listener = AuthListener(app[GATES].values(), runner.server, idle_timeout=1)
+    listener = AuthListener(app[GATES].values(), runner.server, app[METRICS], idle_timeout=1)
     server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
     yield server.sockets[0].getsockname()[1]
     server.close()

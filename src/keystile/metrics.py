@@ -70,6 +70,11 @@ class _Snapshot(Collector):
         yield decisions
         yield _histogram("keystile_decision_seconds", "Time to decide one auth request.",
                          "adapter", self.metrics.decision_seconds)  # fmt: skip
+        yield CounterMetricFamily(
+            "keystile_wire_handovers",
+            "Connections handed to aiohttp: a request the auth fast path does not serve.",
+            value=self.metrics.handovers,
+        )
         yield _histogram("keystile_store_lookup_seconds",
                          "Time of one key lookup in the store (cache miss).", None,
                          {"": self.metrics.store_seconds})  # fmt: skip
@@ -102,6 +107,7 @@ class Metrics:
         self.cache: CachedLookup | None = None
         self.decision_seconds: dict[str, Latency] = {}
         self.store_seconds = Latency()
+        self.handovers = 0  # bumped by keystile.wire
         self.registry.register(_Snapshot(self))
 
     def decision_observer(self, adapter: str) -> Callable[[Decision, float], None]:

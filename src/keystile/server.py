@@ -170,7 +170,7 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
     await runners[0].setup()  # opens the store; the gates and the admin context exist now
     fallback = runners[0].server
     assert fallback is not None
-    listener = AuthListener(app[GATES].values(), fallback)
+    listener = AuthListener(app[GATES].values(), fallback, app[METRICS])
     reuse_port = worker is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from keystile import reasons
 from keystile.adapters.base import Inbound, Reply
 from keystile.decide import Decision, Facts
 from keystile.gate import Gate
+from keystile.metrics import Metrics
 from keystile.reasons import Reason
 from keystile.store import Unknown
 
@@ -89,9 +90,11 @@ class AuthListener:
         self,
         gates: Iterable[Gate],
         fallback: Callable[[], asyncio.Protocol],
+        metrics: Metrics,
         idle_timeout: int = IDLE_TIMEOUT,
     ) -> None:
         self.endpoints = Endpoints(gates)
+        self.metrics = metrics
         self.idle_timeout = idle_timeout
         self.fallback = fallback  # aiohttp's protocol factory
         self.connections: set[AuthProtocol] = set()
@@ -297,6 +300,7 @@ class AuthProtocol(asyncio.Protocol):
         if transport is None:
             return
         self.listener.connections.discard(self)
+        self.listener.metrics.handovers += 1
         self.transport = None
         buffer, self.buffer = self.buffer, b""
         protocol = self.listener.fallback()

@@ -159,6 +159,7 @@ def main() -> int:
             for _ in range(2):  # every hot key used; the second pass finds them cached
                 wrk(port, max(args.seconds, args.hot / 4000), 32, files["hot"])
             rss_hot = rss_mb(pid)
+            time.sleep(args.pause * 3)  # the hot set's usage flush (100k keys) is written
             before = misses(port)
             miss_total, _, miss_latency = wrk(port, args.seconds, 1, files["miss"])
             miss_share = (misses(port) - before) / miss_total

@@ -4,6 +4,7 @@ a request gets the same decision whichever proxy asked."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import orjson
@@ -231,3 +232,22 @@ def test_rate_limit_reaches_the_client_as_429(stack: Stack, upstream: Upstream) 
     assert limited.header("X-RateLimit-Remaining") == "0"
     assert len(upstream.seen) == 1
     no_secret_in(limited, key)
+
+
+def handovers(keystile: Keystile) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{keystile.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    (line,) = [x for x in text.splitlines() if x.startswith("keystile_wire_handovers_total ")]
+    return float(line.split()[1])
+
+
+def test_the_proxy_s_subrequests_take_the_fast_path(
+    stack: Stack, keys: dict[str, tuple[str, str]]
+) -> None:
+    # what the proxy sends keystile is plain enough for the wire path: none is handed
+    # to aiohttp (which would answer the same, only slower)
+    before = handovers(stack.keystile)
+    _, key = keys["chat"]
+    for headers in ([("Authorization", f"Bearer {key}")], [], [("X-Api-Key", "ks_nope")]):
+        stack.request("POST", "/v1/chat/completions", headers, b"{}")
+    assert handovers(stack.keystile) == before + 1  # the /metrics read itself is aiohttp's

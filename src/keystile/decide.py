@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from urllib.parse import quote
 
 from keystile import reasons
@@ -70,6 +71,12 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.reason is None
+
+
+@cache
+def refusal(reason: Reason) -> Decision:
+    """The denial that names no key: one shared object per reason (decisions are frozen)."""
+    return Decision(reason)
 
 
 def has_scopes(granted: Sequence[str], required: frozenset[str]) -> bool:
@@ -155,19 +162,19 @@ class Decider:
     def screen(self, facts: Facts) -> Decision | tuple[str, str]:
         """Everything before the key lookup: a denial, or the (token, path) to judge."""
         if facts.target is None:
-            return Decision(reasons.UNKNOWN_TARGET)
+            return refusal(reasons.UNKNOWN_TARGET)
         try:
             path = parse_target(facts.target).path
         except AmbiguousPath:
-            return Decision(reasons.AMBIGUOUS_PATH)
+            return refusal(reasons.AMBIGUOUS_PATH)
         if self.imitates_managed(facts.headers):
-            return Decision(reasons.IMITATED_HEADER)
+            return refusal(reasons.IMITATED_HEADER)
         try:
             token = extract(facts.headers, self.sources)
         except ConflictingCredentials:
-            return Decision(reasons.CONFLICTING_KEYS)
+            return refusal(reasons.CONFLICTING_KEYS)
         if token is None:
-            return Decision(reasons.MISSING_API_KEY)
+            return refusal(reasons.MISSING_API_KEY)
         return token, path
 
     def decide_now(self, facts: Facts) -> Decision | Unknown:
@@ -179,7 +186,7 @@ class Decider:
         token, path = screened
         record = self.keys.find_now(token)
         if record is None:
-            return Decision(reasons.INVALID_API_KEY)
+            return refusal(reasons.INVALID_API_KEY)
         if isinstance(record, Unknown):
             return record
         return self.judge_now(record, facts.method, facts.host, path, facts.client_ip)
@@ -192,9 +199,9 @@ class Decider:
         try:
             record = await self.keys.find(token)
         except StoreError:
-            return Decision(reasons.UNAVAILABLE)
+            return refusal(reasons.UNAVAILABLE)
         if record is None:
-            return Decision(reasons.INVALID_API_KEY)
+            return refusal(reasons.INVALID_API_KEY)
         return await self.judge(record, facts.method, facts.host, path, facts.client_ip)
 
     async def judge(

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 
 from keystile import reasons
 from keystile.adapters.base import Inbound, Reply
-from keystile.decide import Decision, Facts
+from keystile.decide import Decision, Facts, refusal
 from keystile.gate import Gate
 from keystile.metrics import Metrics
 from keystile.reasons import Reason
@@ -249,7 +249,7 @@ class AuthProtocol(asyncio.Protocol):
                 decision = gate.decider.decide_now(facts)
             except Exception:
                 log.exception("auth request failed; answered 503")
-                decision = Decision(reasons.UNAVAILABLE)
+                decision = refusal(reasons.UNAVAILABLE)
             if isinstance(decision, Unknown):
                 assert facts is not None
                 self.waiting = True
@@ -269,7 +269,7 @@ class AuthProtocol(asyncio.Protocol):
             decision = await gate.decider.decide(facts)
         except Exception:
             log.exception("auth request failed; answered 503")
-            decision = Decision(reasons.UNAVAILABLE)
+            decision = refusal(reasons.UNAVAILABLE)
         gate.done(facts, decision, started)
         self.waiting = False
         if self.transport is None:
@@ -287,7 +287,7 @@ class AuthProtocol(asyncio.Protocol):
             head, body = self.listener.encoded(gate, decision)
         except Exception:
             log.exception("auth reply failed; answered 503")
-            head, body = self.listener.encoded(gate, Decision(reasons.UNAVAILABLE))
+            head, body = self.listener.encoded(gate, refusal(reasons.UNAVAILABLE))
         if close:
             transport.write(head + self.listener.date + _CLOSE + b"\r\n" + body)
             self.close()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from keystile import config
 from keystile.keys import Hasher
 from keystile.service import KeyService
 from keystile.store import Store
@@ -48,3 +49,30 @@ def clock() -> Clock:
 @pytest.fixture
 def service(store: Store, clock: Clock) -> KeyService:
     return KeyService(store, Hasher(), "ks", clock=clock)
+
+
+UPSTREAM_SECRET = "sk-up-secret"
+SERVER_CONFIG = """
+[[routes]]
+name = "chat"
+path = "/v1/chat/*"
+scopes = ["chat"]
+[routes.inject]
+Authorization = { env = "UPSTREAM", format = "Bearer {}" }
+"""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_path: Path) -> config.Settings:
+    """A server whose one route needs scope ``chat`` and injects UPSTREAM_SECRET."""
+    toml = tmp_path / "keystile.toml"
+    toml.write_text(SERVER_CONFIG)
+    env = {"KEYSTILE_DB": str(db_path), "KEYSTILE_CONFIG": str(toml), "UPSTREAM": UPSTREAM_SECRET}
+    return config.load(env)
+
+
+@pytest.fixture
+async def key(db_path: Path) -> str:
+    """A stored key with scope ``chat``."""
+    async with await Store.open(db_path) as store:
+        return (await KeyService(store, Hasher()).create("svc", scopes=["chat"])).key

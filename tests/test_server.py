@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from keystile import config
-from keystile.keys import Hasher
 from keystile.server import CACHE, STORE, make_app
-from keystile.service import KeyService
-from keystile.store import Store
 
-CONFIG = """
-[[routes]]
-name = "chat"
-path = "/v1/chat/*"
-scopes = ["chat"]
-[routes.inject]
-Authorization = { env = "UPSTREAM", format = "Bearer {}" }
-"""
-
-
-@pytest.fixture
-def settings(tmp_path: Path, db_path: Path) -> config.Settings:
-    toml = tmp_path / "keystile.toml"
-    toml.write_text(CONFIG)
-    env = {"KEYSTILE_DB": str(db_path), "KEYSTILE_CONFIG": str(toml), "UPSTREAM": "sk-up-secret"}
-    return config.load(env)
-
-
-@pytest.fixture
-async def key(db_path: Path) -> str:
-    async with await Store.open(db_path) as store:
-        return (await KeyService(store, Hasher()).create("svc", scopes=["chat"])).key
+from .conftest import UPSTREAM_SECRET
 
 
 @pytest.fixture
@@ -70,14 +45,14 @@ async def test_ready_fails_when_the_store_is_gone(client: TestClient, key: str) 
 async def test_allow_and_deny(client: TestClient, key: str) -> None:
     allowed = await client.get("/auth/nginx", headers=nginx_headers(key))
     assert allowed.status == 200
-    assert allowed.headers["Authorization"] == "Bearer sk-up-secret"
+    assert allowed.headers["Authorization"] == f"Bearer {UPSTREAM_SECRET}"
     assert allowed.headers["X-Keystile-Route"] == "chat"
     denied = await client.get("/auth/nginx", headers=nginx_headers(None))
     assert denied.status == 401
     assert denied.headers["X-Keystile-Reason"] == "missing_api_key"
     body = orjson.loads(await denied.read())
     assert body["error"]["code"] == "missing_api_key"
-    assert "sk-up-secret" not in str(denied.headers) and "X-Keystile-Key-Id" not in denied.headers
+    assert UPSTREAM_SECRET not in str(denied.headers) and "X-Keystile-Key-Id" not in denied.headers
 
 
 async def test_envoy_and_forward_endpoints(client: TestClient, key: str) -> None:

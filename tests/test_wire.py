@@ -5,42 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from keystile import config
 from keystile.gate import GATES
-from keystile.keys import Hasher
 from keystile.server import METRICS, make_app
-from keystile.service import KeyService
-from keystile.store import Store
 from keystile.wire import AuthListener
 
-CONFIG = """
-[[routes]]
-name = "chat"
-path = "/v1/chat/*"
-scopes = ["chat"]
-[routes.inject]
-Authorization = { env = "UPSTREAM", format = "Bearer {}" }
-"""
-SECRET = "sk-up-secret"
+from .conftest import UPSTREAM_SECRET
 
 
 @pytest.fixture
-async def key(db_path: Path) -> str:
-    async with await Store.open(db_path) as store:
-        return (await KeyService(store, Hasher()).create("svc", scopes=["chat"])).key
-
-
-@pytest.fixture
-async def port(tmp_path: Path, db_path: Path, key: str) -> AsyncIterator[int]:
-    toml = tmp_path / "keystile.toml"
-    toml.write_text(CONFIG)
-    env = {"KEYSTILE_DB": str(db_path), "KEYSTILE_CONFIG": str(toml), "UPSTREAM": SECRET}
-    app = make_app(config.load(env))
+async def port(settings: config.Settings, key: str) -> AsyncIterator[int]:
+    app = make_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     assert runner.server is not None
@@ -92,7 +71,7 @@ def served_by_aiohttp(reply: bytes) -> bool:
 async def test_allow_is_answered_off_the_wire_with_injected_headers(port: int, key: str) -> None:
     (reply,) = await exchange(port, auth(key))
     assert status(reply) == 200 and not served_by_aiohttp(reply)
-    assert f"Authorization: Bearer {SECRET}\r\n".encode() in reply
+    assert f"Authorization: Bearer {UPSTREAM_SECRET}\r\n".encode() in reply
     assert b"\r\nDate: " in reply and b"\r\nContent-Length: 0\r\n" in reply
     assert key.encode() not in reply
 
@@ -104,7 +83,7 @@ async def test_pipelined_requests_are_answered_in_order(port: int, key: str) -> 
     assert [status(r) for r in replies] == [200, 401, 403, 200]
     assert b"X-Keystile-Reason: missing_api_key" in replies[1]
     assert b"X-Keystile-Reason: route_not_allowed" in replies[2]
-    assert all(SECRET.encode() not in r for r in replies[1:3])
+    assert all(UPSTREAM_SECRET.encode() not in r for r in replies[1:3])
 
 
 async def test_a_request_trickling_in_byte_by_byte(port: int, key: str) -> None:
@@ -130,7 +109,7 @@ async def test_a_connection_handed_over_keeps_serving_auth(port: int, key: str) 
     replies = await exchange(port, data, replies=3)
     assert [status(r) for r in replies] == [200, 200, 401]
     assert all(served_by_aiohttp(r) for r in replies)
-    assert SECRET.encode() in replies[1]
+    assert UPSTREAM_SECRET.encode() in replies[1]
 
 
 HOSTILE = {
@@ -155,7 +134,7 @@ async def test_odd_requests_get_aiohttp_and_never_an_allow(port: int, name: str)
     (reply,) = await exchange(port, HOSTILE[name])
     assert served_by_aiohttp(reply), reply
     assert status(reply) != 200 and status(reply) < 500, reply
-    assert SECRET.encode() not in reply
+    assert UPSTREAM_SECRET.encode() not in reply
 
 
 async def test_a_body_cannot_smuggle_a_second_request(port: int, key: str) -> None:
@@ -168,7 +147,7 @@ async def test_a_body_cannot_smuggle_a_second_request(port: int, key: str) -> No
     writer.close()
     data = await asyncio.wait_for(reader.read(), 5)
     assert data.count(b"HTTP/1.1 ") == 1 and status(data) == 401
-    assert SECRET.encode() not in data
+    assert UPSTREAM_SECRET.encode() not in data
 
 
 async def test_chunked_bodies_are_aiohttp_s(port: int, key: str) -> None:

@@ -37,21 +37,17 @@ from keystile.keys import Hasher
 from keystile.service import new_key_id
 from keystile.store import KeyRecord, Store
 from keystile.store.records import COLUMNS
+from tests.benchmarks.bench import ROUTES
 from tests.e2e.harness import Keystile
 
-CONFIG = """
-[[routes]]
-name = "chat"
-path = "/v1/chat/*"
-scopes = ["chat"]
-[routes.inject]
-Authorization = { env = "BENCH_UPSTREAM_KEY", format = "Bearer {}" }
-
+CONFIG = (
+    ROUTES
+    + """
 [cache]
 ttl = 600  # the hot set stays cached for the RSS reading
 size = 100000
 """
-
+)
 INSERT = f"INSERT INTO keys ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 ROTATE = """
 local keys = {}

@@ -177,6 +177,7 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     main: asyncio.Server | None = None
+    tending = asyncio.create_task(heap.tend_forever())
     try:
         main = await _listen(settings.listen, "listen",
                              loop.create_server(listener, *settings.listen, reuse_port=reuse_port,
@@ -190,10 +191,9 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
         if settings.admin_listen is not None:
             log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
-        tending = asyncio.create_task(heap.tend_forever())
         await stop.wait()
-        tending.cancel()
     finally:
+        tending.cancel()
         if main is not None:
             main.close()
         await listener.close(SHUTDOWN_GRACE)

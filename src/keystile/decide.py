@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from urllib.parse import quote
 
 from keystile import reasons
@@ -95,16 +95,23 @@ def _header_value(text: str) -> str:
     return quote(text, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~")
 
 
+@lru_cache(maxsize=4096)
+def _shared(name: str, value: str) -> tuple[str, str]:
+    """One copy of a header pair many keys send alike (scopes, route, credential):
+    100k cached keys each holding their own would cost megabytes."""
+    return (name, value)
+
+
 def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, str]]:
     headers = [
         ("X-Keystile-Key-Id", record.id),
         ("X-Keystile-Key-Name", _header_value(record.name)),
-        ("X-Keystile-Scopes", ",".join(record.granted)),
+        _shared("X-Keystile-Scopes", ",".join(record.granted)),
     ]
     if record.owner:
         headers.append(("X-Keystile-Owner", _header_value(record.owner)))
     if route is not None:
-        headers.append(("X-Keystile-Route", route.name))
+        headers.append(_shared("X-Keystile-Route", route.name))
     return headers
 
 
@@ -147,16 +154,16 @@ class Decider:
         """The allow for this key on this route: identity and injected headers, and
         the managed headers left unset. Built once per record and route and kept
         on the record; policy is still evaluated on every request."""
-        memo = record.memo.get(id(route))
-        if memo is not None and memo.route is route:
+        memo = record.memo.get(route)
+        if memo is not None:
             return memo  # type: ignore[no-any-return]
         headers = identity_headers(record, route)
         if route is not None:
-            headers.extend((name, secret.value) for name, secret in route.inject)
+            headers.extend(_shared(name, secret.value) for name, secret in route.inject)
         unset = self.managed - {name.lower() for name, _ in headers}
         strip = self._strips.setdefault(unset, tuple(sorted(unset)))
         decision = Decision(None, record, route, tuple(headers), strip)
-        record.memo[id(route)] = decision
+        record.memo[route] = decision
         return decision
 
     def screen(self, facts: Facts) -> Decision | tuple[str, str]:

@@ -56,7 +56,7 @@ def compile_path(pattern: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: a cheap, exact key in memos
 class Route:
     name: str
     pattern: str

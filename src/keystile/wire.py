@@ -154,18 +154,17 @@ class AuthListener:
         reason = decision.reason
         record = decision.record
         if reason is None and record is not None:
-            route = decision.route
-            memo_key = (gate.adapter.name, id(route))
+            memo_key = (gate.adapter.name, decision.route)
             hit = record.memo.get(memo_key)
-            if hit is None or hit[0] is not route:
+            if hit is None:
                 reply = gate.render(decision)
-                hit = record.memo[memo_key] = (route, encode_head(reply), reply.body)
+                hit = record.memo[memo_key] = (encode_head(reply), reply.body)
             rate = decision.rate
             if rate is None:
-                return hit[1], hit[2]
+                return hit
             figures = (f"X-RateLimit-Limit: {rate.limit}\r\nX-RateLimit-Remaining: "
                        f"{rate.remaining}\r\nX-RateLimit-Reset: {rate.reset}\r\n")  # fmt: skip
-            return hit[1] + figures.encode(), hit[2]
+            return hit[0] + figures.encode(), hit[1]
         if reason is None or decision.rate is not None or decision.retry_after is not None:
             reply = gate.reply(decision)
             return encode_head(reply), reply.body

@@ -27,7 +27,7 @@ from http import HTTPStatus
 from multidict import CIMultiDict
 
 from keystile import reasons
-from keystile.adapters.base import Inbound, Reply
+from keystile.adapters.base import Inbound, Reply, rate_headers
 from keystile.decide import Decision, Facts, refusal
 from keystile.gate import Gate
 from keystile.metrics import Metrics
@@ -159,11 +159,9 @@ class AuthListener:
             if hit is None:
                 reply = gate.render(decision)
                 hit = record.memo[memo_key] = (encode_head(reply), reply.body)
-            rate = decision.rate
-            if rate is None:
+            if decision.rate is None:
                 return hit
-            figures = (f"X-RateLimit-Limit: {rate.limit}\r\nX-RateLimit-Remaining: "
-                       f"{rate.remaining}\r\nX-RateLimit-Reset: {rate.reset}\r\n")  # fmt: skip
+            figures = "".join([f"{name}: {value}\r\n" for name, value in rate_headers(decision)])
             return hit[0] + figures.encode(), hit[1]
         if reason is None or decision.rate is not None or decision.retry_after is not None:
             reply = gate.reply(decision)

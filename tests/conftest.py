@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +76,24 @@ async def key(db_path: Path) -> str:
     """A stored key with scope ``chat``."""
     async with await Store.open(db_path) as store:
         return (await KeyService(store, Hasher()).create("svc", scopes=["chat"])).key
+
+
+class CountingHeaders:
+    """Headers that count getall calls; iterating them fails when no names are given
+    (a check that must not scan the headers)."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names = names
+        self.getalls = 0
+
+    def get(self, key: str, /) -> str | None:
+        raise AssertionError("not used")
+
+    def getall(self, key: str, default: list[str], /) -> list[str]:
+        self.getalls += 1
+        return default
+
+    def __iter__(self) -> Iterator[str]:
+        if self.names is None:
+            raise AssertionError("headers are not scanned")
+        return iter(self.names)

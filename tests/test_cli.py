@@ -20,8 +20,14 @@ def run(db_path: Path, tmp_path: Path):
     def run(*args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
         full_env.update({"KEYSTILE_DB": str(db_path), "XDG_DATA_HOME": str(tmp_path), **env})
+        create = [] if args and args[0] == "--no-create" else ["--create-store"]
+        args = args[1:] if not create else args
         done = subprocess.run(
-            [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=60
+            [str(SCRIPT), *create, *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=60,
         )
         if ok:
             assert done.returncode == 0, done.stderr
@@ -205,3 +211,32 @@ def test_explain_and_usage(run, tmp_path: Path) -> None:
     assert "DENY (insufficient_scope)" in inside and "required_scopes" in inside
     assert as_json(run("usage", key["id"], "--json"))["allowed"] == 0
     assert "0 allowed" in run("usage", key["id"]).stdout
+
+
+def test_the_cli_reads_the_server_config_without_its_secrets(run, tmp_path: Path) -> None:
+    """Commands other than serve follow the server's routes, and need not hold the
+    secrets the server injects; without routes, explain says so."""
+    toml = tmp_path / "server.toml"
+    toml.write_text('[[routes]]\nname = "chat"\npath = "/v1/chat/*"\nscopes = ["chat"]\n'
+                    '[routes.inject]\nAuthorization = { env = "NOT_SET_HERE" }\n')  # fmt: skip
+    made = as_json(run("keys", "create", "--json", "--name", "k", "--scope", "chat",
+                       KEYSTILE_CONFIG=str(toml)))  # fmt: skip
+    explained = as_json(run("explain", made["id"], "/v1/models", "--json",
+                            KEYSTILE_CONFIG=str(toml)))  # fmt: skip
+    assert explained["allowed"] is False and explained["reason"] == "route_not_allowed"
+    assert as_json(run("explain", made["id"], "/v1/chat/x", "--json",
+                       KEYSTILE_CONFIG=str(toml)))["allowed"]  # fmt: skip
+    bare = run("explain", made["id"], "/v1/models")
+    assert "no routes loaded" in bare.stderr
+    # serve and config check still need the secrets
+    check = run("config", "check", ok=False, KEYSTILE_CONFIG=str(toml))
+    assert check.returncode != 0 and "NOT_SET_HERE" in check.stderr
+
+
+def test_commands_other_than_serve_never_create_a_store_silently(run, db_path: Path) -> None:
+    refused = run("--no-create", "keys", "list", ok=False)
+    assert refused.returncode == 1 and "no key store at" in refused.stderr
+    assert "--create-store" in refused.stderr and not db_path.exists()
+    run("keys", "list")  # with --create-store (the fixture's default)
+    assert db_path.exists()
+    assert run("--no-create", "keys", "list").returncode == 0  # it exists now

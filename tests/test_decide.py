@@ -1,166 +1,136 @@
-"""The decision core on its own: one table of requests and what is decided."""
+"""The decision core on its own: pure functions, records built in memory, no store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import subprocess
+import sys
 
 import pytest
 from multidict import CIMultiDict
 
-from keystile import keys
-from keystile.cache import CachedLookup
-from keystile.decide import Decider, Facts, has_scopes
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
+from keystile import reasons
+from keystile.decide import Decision, Facts, Limits, Presented, Rules, has_scopes
+from keystile.model import KeyRecord, RateInfo, TeamPolicy
 from keystile.reasons import Outcome
 from keystile.routes import load_routes
-from keystile.service import KeyService
-from keystile.static_keys import StaticKeys
-from keystile.store import Store
 
-from .conftest import Clock
-
+NOW = 1_800_000_000.0
 ROUTES = [
-    {"name": "chat", "path": "/v1/chat/*", "scopes": ["chat"],
-     "inject": {"Authorization": {"env": "UP", "format": "Bearer {}"}}},
-    {"name": "admin", "path": "/admin/*", "scopes": ["admin"]},
-    {"name": "open", "path": "/v1/models"},
+    {"name": "chat", "path": "/v1/chat/*", "scopes": ["chat"], "methods": ["POST"],
+     "inject": {"Authorization": {"value": "sk-up", "format": "Bearer {}"}}},
+    {"name": "models", "path": "/v1/models"},
+]  # fmt: skip
+TABLE, _ = load_routes(ROUTES, {}, None)
+RULES = Rules(TABLE)
+
+
+def record(**fields: object) -> KeyRecord:
+    base: dict[str, object] = {
+        "id": "key_1", "key_hash": "h", "hash_scheme": "sha256", "display_prefix": "ks_abc",
+        "name": "bot", "created_at": 0.0, "updated_at": 0.0, "scopes": ("chat",),
+    }  # fmt: skip
+    base.update(fields)
+    return KeyRecord(**base)  # type: ignore[arg-type]
+
+
+def presented(path: str = "/v1/chat/completions", method: str = "POST",
+              ip: str | None = "10.1.2.3") -> Presented:  # fmt: skip
+    return Presented("ks_token", method, "api.local", path, ip)
+
+
+def code(decision: Decision) -> str | None:
+    return decision.reason.code if decision.reason else None
+
+
+TABLE_CASES = [
+    # (name, record fields, request, limits, expected code, expected detail)
+    ("allowed", {}, presented(), None, None, None),
+    ("no such key", None, presented(), None, "invalid_api_key", "unknown_key"),
+    ("expired", {"expires_at": NOW - 1}, presented(), None, "expired_api_key", "expired"),
+    ("revoked", {"revoked_at": 1.0}, presented(), None, "revoked_api_key", "revoked"),
+    ("disabled", {"enabled": False}, presented(), None, "revoked_api_key", "disabled"),
+    ("deleted", {"deleted_at": 1.0}, presented(), None, "invalid_api_key", "unknown_key"),
+    ("scope", {"scopes": ("memory",)}, presented(), None, "insufficient_scope", "missing_scope"),
+    ("method", {}, presented(method="DELETE"), None, "route_not_allowed", "no_route"),
+    ("no route", {}, presented("/v2/x"), None, "route_not_allowed", "no_route"),
+    ("open route", {"scopes": ()}, presented("/v1/models", "GET"), None, None, None),
+    ("key allowlist", {"allowed_ips": ("192.0.2.0/24",)}, presented(), None, "ip_not_allowed",
+     "ip_allowlist"),
+    ("team allowlist", {"team": TeamPolicy("team_1", allowed_ips=("192.0.2.0/24",))},
+     presented(), None, "ip_not_allowed", "ip_allowlist"),
+    ("unknown client ip", {"allowed_ips": ("10.0.0.0/8",)}, presented(ip=None), None,
+     "ip_not_allowed", "ip_allowlist"),
+    ("quota", {"limits": {"quota_day": 1}}, presented(), Limits(quota_retry=60),
+     "quota_exceeded", "quota"),
+    ("rate", {"limits": {"per_minute": 1}}, presented(),
+     Limits(rate_retry=5, rate=RateInfo(1, 0, 5)), "rate_limited", "rate_limit"),
+    ("within limits", {"limits": {"per_minute": 9}}, presented(),
+     Limits(rate=RateInfo(9, 8, 60)), None, None),
 ]  # fmt: skip
 
 
-@dataclass
-class World:
-    decider: Decider
-    keys: dict[str, str]
-    ids: dict[str, str]
-    clock: Clock
-
-
-@pytest.fixture
-async def world(store: Store, clock: Clock) -> World:
-    service = KeyService(store, Hasher(), clock=clock)
-    made = {
-        "chat": await service.create("chat", scopes=["chat"], owner="ana"),
-        "memory": await service.create("memory", scopes=["memory"]),
-        "expiring": await service.create("exp", scopes=["chat"], expires_at=clock.now + 60),
-        "revoked": await service.create("rev", scopes=["chat"]),
-        "disabled": await service.create("dis", scopes=["chat"]),
-        "deleted": await service.create("del", scopes=["chat"]),
-        "office": await service.create("office", scopes=["chat"], allowed_ips=["10.0.0.0/8"]),
-        "limited": await service.create("lim", scopes=["chat"], limits={"per_minute": 1}),
-    }
-    await service.revoke(made["revoked"].record.id)
-    await service.update(made["disabled"].record.id, enabled=False)
-    await service.delete(made["deleted"].record.id)
-    clock.now += 120  # "expiring" is now expired
-    lookup = KeyLookup(store, Hasher(), KeyFormat(), StaticKeys("admin-static-key", ("static-k",)))
-    table, errors = load_routes(ROUTES, {"UP": "sk-upstream"}, None)
-    assert not errors
-    cache = CachedLookup(lookup)
-    await cache.start()
-    decider = Decider(cache, table, clock=clock)
-    return World(decider, {k: v.key for k, v in made.items()},
-                 {k: v.record.id for k, v in made.items()}, clock)  # fmt: skip
-
-
-def facts(target: str | None, *headers: tuple[str, str], method: str = "POST") -> Facts:
-    return Facts("test", method, "api.local", target, CIMultiDict(headers), "192.0.2.1")
-
-
-def bearer(key: str) -> tuple[str, str]:
-    return ("Authorization", f"Bearer {key}")
-
-
-CASES = [
-    # (name, target, credential(name -> header), outcome, reason)
-    ("valid", "/v1/chat/completions", "chat", Outcome.ALLOW, None),
-    ("no key", "/v1/chat/completions", None, Outcome.UNAUTHENTICATED, "missing_api_key"),
-    ("unknown", "/v1/chat/completions", "unknown", Outcome.UNAUTHENTICATED, "invalid_api_key"),
-    ("bad checksum", "/v1/chat/x", "mistyped", Outcome.UNAUTHENTICATED, "invalid_api_key"),
-    ("expired", "/v1/chat/x", "expiring", Outcome.UNAUTHENTICATED, "expired_api_key"),
-    ("revoked", "/v1/chat/x", "revoked", Outcome.UNAUTHENTICATED, "revoked_api_key"),
-    ("disabled", "/v1/chat/x", "disabled", Outcome.UNAUTHENTICATED, "revoked_api_key"),
-    ("deleted", "/v1/chat/x", "deleted", Outcome.UNAUTHENTICATED, "invalid_api_key"),
-    ("wrong scope", "/v1/chat/x", "memory", Outcome.FORBIDDEN, "insufficient_scope"),
-    ("no scope needed", "/v1/models", "memory", Outcome.ALLOW, None),
-    ("unmatched", "/v2/other", "chat", Outcome.FORBIDDEN, "route_not_allowed"),
-    ("dot-dot", "/v1/chat/../../admin/x", "chat", Outcome.FORBIDDEN, "route_not_allowed"),
-    ("unknown target", None, "chat", Outcome.FORBIDDEN, "route_not_allowed"),
-    ("static key", "/v1/chat/x", "static", Outcome.ALLOW, None),
-    ("static not admin", "/admin/x", "static", Outcome.FORBIDDEN, "insufficient_scope"),
-    ("static admin", "/admin/x", "static-admin", Outcome.ALLOW, None),
-    ("ip not allowed", "/v1/chat/x", "office", Outcome.FORBIDDEN, "ip_not_allowed"),
-]
-
-
-@pytest.mark.parametrize(("name", "target", "who", "outcome", "reason"), CASES,
-                         ids=[c[0] for c in CASES])  # fmt: skip
-async def test_decisions(
-    world: World, name: str, target: str | None, who: str | None, outcome: Outcome,
-    reason: str | None,
+@pytest.mark.parametrize(("name", "fields", "request_", "limits", "want", "detail"),
+                         TABLE_CASES, ids=[c[0] for c in TABLE_CASES])  # fmt: skip
+def test_decide(
+    name: str, fields: dict[str, object] | None, request_: Presented, limits: Limits | None,
+    want: str | None, detail: str | None,
 ) -> None:  # fmt: skip
-    tokens = {
-        **world.keys,
-        "unknown": keys.generate(),
-        "mistyped": world.keys["chat"][:-1] + ("x" if world.keys["chat"][-1] != "x" else "y"),
-        "static": "static-k",
-        "static-admin": "admin-static-key",
-    }
-    headers = [bearer(tokens[who])] if who else []
-    decision = await world.decider.decide(facts(target, *headers))
-    assert decision.outcome is outcome
-    assert (decision.reason.code if decision.reason else None) == reason
-    if outcome is not Outcome.ALLOW:
-        assert decision.upstream == ()  # nothing for the upstream on a deny
+    decision = RULES.decide(request_, None if fields is None else record(**fields), limits, NOW)
+    assert code(decision) == want
+    assert (decision.reason.detail if decision.reason else None) == detail
 
 
-async def test_allow_carries_identity_and_injection(world: World) -> None:
-    decision = await world.decider.decide(facts("/v1/chat/completions", bearer(world.keys["chat"])))
-    assert dict(decision.upstream) == {
-        "X-Keystile-Key-Id": world.ids["chat"],
-        "X-Keystile-Key-Name": "chat",
-        "X-Keystile-Scopes": "chat",
-        "X-Keystile-Owner": "ana",
-        "X-Keystile-Route": "chat",
-        "Authorization": "Bearer sk-upstream",
-    }
+def test_rate_figures_travel_on_the_allow_and_retry_on_the_denial() -> None:
+    allowed = RULES.decide(presented(), record(), Limits(rate=RateInfo(9, 8, 60)), NOW)
+    assert allowed.allowed and allowed.rate == RateInfo(9, 8, 60)
+    denied = RULES.decide(presented(), record(), Limits(rate_retry=5), NOW)
+    assert denied.outcome is Outcome.RATE_LIMITED and denied.retry_after == 5
 
 
-@pytest.mark.parametrize("name", ["X_Keystile_Owner", "x-keystile_route", "X_API_KEY"])
-async def test_underscore_spellings_of_managed_headers_are_denied(world: World, name: str) -> None:
-    decision = await world.decider.decide(
-        facts("/v1/chat/x", bearer(world.keys["chat"]), (name, "forged"))
-    )
-    assert decision.reason is not None and decision.reason.outcome is Outcome.FORBIDDEN
+def facts(target: str | None, *headers: tuple[str, str], trusted: bool = True) -> Facts:
+    return Facts("test", "POST", "api.local", target, CIMultiDict(headers), "10.1.2.3", trusted)
 
 
-async def test_unrelated_underscore_headers_are_fine(world: World) -> None:
-    decision = await world.decider.decide(
-        facts("/v1/chat/x", bearer(world.keys["chat"]), ("X_Trace_Id", "1"))
-    )
-    assert decision.allowed
+SCREEN_CASES = [
+    ("untrusted peer", facts("/v1/chat/x", ("x-api-key", "k"), trusted=False), "untrusted_peer"),
+    ("target unknown", facts(None, ("x-api-key", "k")), "target_unknown"),
+    ("dot segment", facts("/v1/chat/../admin", ("x-api-key", "k")), "ambiguous_path"),
+    ("imitated header", facts("/v1/chat/x", ("x-api-key", "k"), ("X_Keystile_Owner", "x")),
+     "imitated_header"),
+    ("two keys", facts("/v1/chat/x", ("x-api-key", "a"), ("Authorization", "Bearer b")),
+     "conflicting_keys"),
+    ("no key", facts("/v1/chat/x"), "no_key"),
+]  # fmt: skip
 
 
-async def test_rate_limit_denies_with_retry_after_and_counts_only_allowed(world: World) -> None:
-    first = await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["limited"])))
-    assert first.allowed and first.rate is not None and first.rate.remaining == 0
-    second = await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["limited"])))
-    assert second.reason is not None and second.reason.code == "rate_limited"
-    assert second.outcome is Outcome.RATE_LIMITED and second.retry_after >= 1
-    # another key is not affected
-    assert (await world.decider.decide(facts("/v1/chat/x", bearer(world.keys["chat"])))).allowed
+@pytest.mark.parametrize(("name", "given", "detail"), SCREEN_CASES,
+                         ids=[c[0] for c in SCREEN_CASES])  # fmt: skip
+def test_screen_refuses_before_any_lookup(name: str, given: Facts, detail: str) -> None:
+    screened = RULES.screen(given)
+    assert isinstance(screened, Decision) and screened.reason is not None
+    assert screened.reason.detail == detail
 
 
-async def test_two_keys_deny_even_if_both_valid(world: World) -> None:
-    both = (bearer(world.keys["chat"]), ("x-api-key", world.keys["memory"]))
-    decision = await world.decider.decide(facts("/v1/models", *both))
-    assert decision.reason is not None and decision.reason.code == "invalid_api_key"
+def test_screen_passes_the_key_and_the_decoded_path() -> None:
+    screened = RULES.screen(facts("/v1/chat/%63ompletions?x=1", ("x-api-key", "k")))
+    assert screened == Presented("k", "POST", "api.local", "/v1/chat/completions", "10.1.2.3")
 
 
-async def test_store_failure_fails_closed(world: World, store: Store) -> None:
-    await store.close()
-    decision = await world.decider.decide(facts("/v1/chat/x", bearer(keys.generate())))
-    assert decision.outcome is Outcome.UNAVAILABLE
+def test_grant_sets_identity_and_injection_and_strips_the_rest() -> None:
+    decision = RULES.decide(presented(), record(owner="ana"), None, NOW)
+    grant = RULES.grant(record(owner="ana"), decision.route)
+    assert dict(grant.upstream) == {
+        "X-Keystile-Key-Id": "key_1", "X-Keystile-Key-Name": "bot", "X-Keystile-Scopes": "chat",
+        "X-Keystile-Owner": "ana", "X-Keystile-Route": "chat", "Authorization": "Bearer sk-up",
+    }  # fmt: skip
+    assert "x-api-key" in grant.strip and "proxy-authorization" in grant.strip
+    assert "authorization" not in grant.strip
+
+
+def test_admit_judges_the_key_without_a_route() -> None:
+    assert RULES.admit(record(), "10.1.2.3", None, NOW).allowed
+    denied = RULES.admit(record(allowed_ips=("192.0.2.0/24",)), "10.1.2.3", None, NOW)
+    assert code(denied) == "ip_not_allowed"
 
 
 def test_has_scopes() -> None:
@@ -170,3 +140,65 @@ def test_has_scopes() -> None:
     assert has_scopes(("*",), frozenset({"chat", "memory"}))
     assert not has_scopes(("*",), frozenset({"admin"}))
     assert has_scopes(("*", "admin"), frozenset({"admin"}))
+
+
+def test_every_reason_has_a_detail_and_details_are_distinct_per_cause() -> None:
+    pairs = [(r.code, r.detail) for r in reasons.REASONS]
+    assert len(pairs) == len(set(pairs))
+    assert {r.code for r in reasons.REASONS} >= set(reasons.DENIAL_CODES)
+
+
+def test_the_core_imports_no_framework_store_or_cache() -> None:
+    """Importing the core loads neither aiohttp nor aiosqlite (nor our store or cache)."""
+    probe = ("import sys, keystile.decide; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('aiohttp', 'aiosqlite', 'sqlite3', 'cachetools') "
+             "or m in ('keystile.store', 'keystile.cache', 'keystile.gate')))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.strip()  # fmt: skip
+    assert loaded == "[]"
+
+
+HOSTILE_SCREENS = [
+    # the path parameter trick servlet-style upstreams fall for
+    ("dot-dot-semicolon", "POST", "/v1/models/..;/chat/x", (), "ambiguous_path"),
+    ("encoded semicolon", "POST", "/v1/chat/x%3bjsessionid=1", (), "ambiguous_path"),
+    ("raw non-ASCII", "POST", "/v1/chat/\xff\xfe", (), "ambiguous_path"),
+    ("raw non-ASCII query", "POST", "/v1/chat/x?q=\xe9", (), "ambiguous_path"),
+    ("lower-case method", "post", "/v1/chat/x", (), "bad_method"),
+    ("CONNECT", "CONNECT", "/", (), "bad_method"),
+    ("unknown override", "POST", "/v1/chat/x", (("X-HTTP-Method-Override", "NUKE"),),
+     "method_override"),
+    ("key in the query", "POST", "/v1/chat/x?api_key=ks_x", (), "credential_copy"),
+    ("key in the query, odd case", "POST", "/v1/chat/x?API.KEY=1", (), "credential_copy"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "method", "target", "extra", "detail"), HOSTILE_SCREENS,
+                         ids=[c[0] for c in HOSTILE_SCREENS])  # fmt: skip
+def test_hostile_requests_are_refused_before_any_lookup(
+    name: str, method: str, target: str, extra: tuple[tuple[str, str], ...], detail: str
+) -> None:
+    given = Facts("test", method, "api.local", target,
+                  CIMultiDict((("x-api-key", "k"), *extra)), "10.1.2.3")  # fmt: skip
+    screened = RULES.screen(given)
+    assert isinstance(screened, Decision) and screened.reason is not None
+    assert screened.reason.detail == detail
+
+
+def test_semicolons_can_be_declared_literal() -> None:
+    literal = Rules(TABLE, semicolons=True)
+    given = facts("/v1/chat/x;v=1", ("x-api-key", "k"))
+    assert isinstance(literal.screen(given), Presented)
+    assert isinstance(RULES.screen(given), Decision)
+
+
+def test_a_method_override_is_judged_as_each_method_it_may_become() -> None:
+    """A key allowed to POST on chat may not turn the POST into a DELETE."""
+    override = ("X-HTTP-Method-Override", "DELETE")
+    screened = RULES.screen(facts("/v1/chat/x", ("x-api-key", "k"), override))
+    assert isinstance(screened, Presented) and screened.overrides == ("DELETE",)
+    decision = RULES.decide(screened, record(), None, NOW)
+    assert code(decision) == "route_not_allowed"  # chat allows POST only
+    same = RULES.screen(facts("/v1/chat/x?_method=POST", ("x-api-key", "k")))
+    assert isinstance(same, Presented) and RULES.decide(same, record(), None, NOW).allowed

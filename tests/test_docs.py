@@ -41,3 +41,13 @@ def test_every_denial_reason_code_is_documented() -> None:
     readme, policy = (ROOT / "README.md").read_text(), (ROOT / "docs" / "policy.md").read_text()
     for code in DENIAL_CODES:
         assert f"`{code}`" in readme and f"`{code}`" in policy, code
+
+
+def test_every_reason_and_detail_is_in_the_reasons_table() -> None:
+    from keystile.reasons import REASONS
+
+    table = (ROOT / "docs" / "reasons.md").read_text()
+    rows = {tuple(cell.strip(" `") for cell in line.split("|")[1:4])
+            for line in table.splitlines() if line.startswith("| ")}  # fmt: skip
+    for reason in REASONS:
+        assert (str(reason.outcome.value), reason.code, reason.detail) in rows, reason

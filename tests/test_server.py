@@ -83,9 +83,10 @@ async def test_metrics_count_decisions_without_key_labels(client: TestClient, ke
     await client.get("/auth/nginx", headers=nginx_headers(key))
     await client.get("/auth/nginx", headers=nginx_headers("ks_bogus"))
     text = (await (await client.get("/metrics")).read()).decode()
-    assert 'keystile_decisions_total{adapter="nginx",outcome="allow",reason=""} 1.0' in text
-    assert ('keystile_decisions_total{adapter="nginx",outcome="unauthenticated",'
-            'reason="invalid_api_key"} 1.0') in text  # fmt: skip
+    assert ('keystile_decisions_total{adapter="nginx",detail="",outcome="allow",'
+            'reason=""} 1.0') in text  # fmt: skip
+    assert ('keystile_decisions_total{adapter="nginx",detail="unknown_key",'
+            'outcome="unauthenticated",reason="invalid_api_key"} 1.0') in text  # fmt: skip
     assert "keystile_decision_seconds_bucket" in text
     assert 'keystile_cache_lookups_total{result="miss"} 1.0' in text
     assert "key_" not in text and key not in text

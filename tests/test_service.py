@@ -36,7 +36,7 @@ async def test_create_stores_a_hash_and_returns_the_key_once(service: KeyService
     [
         ({"name": ""}, "name"),
         ({"name": "a\nb"}, "name"),
-        ({"name": "ok", "scopes": ["Chat!"]}, "scope"),
+        ({"name": "ok", "scopes": ["Chat!"]}, "scopes"),
         ({"name": "ok", "expires_at": 1.0}, "expires_at"),
         ({"name": "ok", "metadata": {"x": object()}}, "metadata"),
     ],

@@ -11,7 +11,7 @@ import pytest
 from keystile.errors import Conflict, NotFound, StoreUnavailable
 from keystile.keys import Hasher
 from keystile.service import KeyService
-from keystile.store import Store
+from keystile.store import Audit, Group, Store, Team, User
 
 
 def mode(path: Path) -> int:
@@ -60,6 +60,27 @@ async def test_unknown_id_and_duplicate_hash(store: Store) -> None:
     issued = await KeyService(store, Hasher()).create("k")
     with pytest.raises(Conflict):
         await store.insert_keys([issued.record])
+
+
+async def test_lookup_by_hash_reads_groups_and_team_as_the_listing_does(store: Store) -> None:
+    """find_by_hash reads a key, its groups and its team in one joined query; the
+    record equals the one read by id (separate queries)."""
+    audit = Audit("test", "setup")
+    await store.insert_team(Team("t1", "ops", 1.0, 1.0, {"rpm": 5}, ("10.0.0.0/8",)), audit)
+    await store.insert_user(User("u1", "alice", 1.0, 1.0, "t1"), audit)
+    await store.insert_group(Group("g1", "zeta", 1.0, 1.0, ("write",)), audit)
+    await store.insert_group(Group("g2", "alpha", 1.0, 1.0, ("read", "list")), audit)
+    service = KeyService(store, Hasher())
+    plain = (await service.create("plain")).record
+    member = (await service.create("member", scopes=["chat"], user_id="u1")).record
+    for group in ("g1", "g2"):
+        assert await store.set_membership(member.id, group, True, audit)
+    found = await store.find_by_hash(member.key_hash)
+    assert found == await store.get_key(member.id)
+    assert found is not None and found.team is not None
+    assert [g[1] for g in found.groups] == ["alpha", "zeta"]
+    assert found.team.allowed_ips == ("10.0.0.0/8",)
+    assert await store.find_by_hash(plain.key_hash) == await store.get_key(plain.id)
 
 
 async def test_closed_or_broken_store_raises_store_unavailable(db_path: Path) -> None:

@@ -8,36 +8,18 @@ through the store's change log).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from keystile.errors import InvalidInput
-from keystile.service import (
-    UNSET,
-    KeyService,
+from keystile.fields import (
     check_allowed_ips,
+    check_group_name,
     check_limits,
     check_scopes,
-    new_key_id,
+    check_text,
 )
+from keystile.service import UNSET, KeyService, new_key_id
 from keystile.store import Audit, Group, KeyFilter, Team, User
-
-GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-
-
-def _printable(field: str, value: str) -> str:
-    value = value.strip()
-    if not _PRINTABLE_RE.fullmatch(value):
-        raise InvalidInput(field, f"{value!r} must be 1-200 printable characters")
-    return value
-
-
-def _group_name(name: str) -> str:
-    if not GROUP_NAME_RE.fullmatch(name):
-        raise InvalidInput("name", f"{name!r}: use lower-case letters, digits and _.- (max 64)")
-    return name
 
 
 def new_id(kind: str) -> str:
@@ -59,7 +41,7 @@ class AccountService:
         allowed_ips: Iterable[str] | None = None,
     ) -> Team:
         now = self.keys.clock()
-        team = Team(new_id("team"), _printable("name", name), now, now, check_limits(limits or {}),
+        team = Team(new_id("team"), check_text("name", name), now, now, check_limits(limits or {}),
                     check_allowed_ips(allowed_ips))  # fmt: skip
         return await self.store.insert_team(team, Audit(actor, "team.create"))
 
@@ -75,7 +57,7 @@ class AccountService:
         if allowed_ips is not UNSET:
             changes["allowed_ips"] = check_allowed_ips(allowed_ips)
         if name is not None:
-            changes["name"] = _printable("name", name)
+            changes["name"] = check_text("name", name)
         if limits is not None:
             changes["limits"] = check_limits(limits)
         team = await self.store.update_team(team_id, changes, Audit(actor, "team.update"))
@@ -86,7 +68,7 @@ class AccountService:
         self, external_id: str, team_id: str | None = None, actor: str = "cli"
     ) -> User:
         now = self.keys.clock()
-        user = User(new_id("user"), _printable("external_id", external_id), now, now, team_id)
+        user = User(new_id("user"), check_text("external_id", external_id), now, now, team_id)
         return await self.store.insert_user(user, Audit(actor, "user.create"))
 
     # -- groups -------------------------------------------------------------------------
@@ -95,7 +77,7 @@ class AccountService:
         self, name: str, scopes: Iterable[str] = (), actor: str = "cli"
     ) -> Group:
         now = self.keys.clock()
-        group = Group(new_id("group"), _group_name(name), now, now, check_scopes(scopes))
+        group = Group(new_id("group"), check_group_name(name), now, now, check_scopes(scopes))
         return await self.store.insert_group(group, Audit(actor, "group.create"))
 
     async def update_group(
@@ -107,7 +89,7 @@ class AccountService:
     ) -> Group:
         changes: dict[str, Any] = {}
         if name is not None:
-            changes["name"] = _group_name(name)
+            changes["name"] = check_group_name(name)
         if scopes is not None:
             changes["scopes"] = check_scopes(scopes)
         group = await self.store.update_group(group_id, changes, Audit(actor, "group.update"))

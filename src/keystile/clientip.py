@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
+from keystile.model import KeyRecord
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -67,3 +69,27 @@ class TrustedProxies:
             if not self.trusts(str(address)):
                 return str(address)
         return str(parse_address(hops[0]))
+
+
+@lru_cache(maxsize=4096)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(cidrs)
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    return parse_address(text)
+
+
+def ip_allowed(record: KeyRecord, client_ip: str | None) -> bool:
+    """The key's and its team's allowlists both admit ``client_ip`` (None: unknown)."""
+    team = record.team
+    if record.allowed_ips is None and (team is None or team.allowed_ips is None):
+        return True
+    for cidrs in (record.allowed_ips, team.allowed_ips if team else None):
+        if cidrs is None:
+            continue
+        address = _address(client_ip) if client_ip else None
+        if address is None or not any(address in net for net in _networks(cidrs)):
+            return False
+    return True

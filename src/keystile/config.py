@@ -92,6 +92,30 @@ def _unmatched(value: Any) -> str:
     return str(value)
 
 
+def _non_negative_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+    if number < 0 or isinstance(value, bool):
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _semicolons(value: Any) -> bool:
+    """True when ';' in a path is a plain character for the upstream."""
+    if value not in ("refuse", "literal"):
+        raise ValueError("use 'refuse' or 'literal'")
+    return bool(value == "literal")
+
+
+def _names(value: Any) -> frozenset[str]:
+    from keystile.copies import credential_names
+
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return credential_names(item.strip() for item in items if item.strip())
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -122,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin_listen", "KEYSTILE_ADMIN_LISTEN", "server.admin_listen", None,
             "Serve the admin API (/api/v1) on this HOST:PORT only; unset: on the main "
             "listener.", _listen),
+    Setting("grpc_listen", "KEYSTILE_GRPC_LISTEN", "server.grpc_listen", None,
+            "Serve Envoy's ext_authz over gRPC (and the gRPC health service) on this "
+            "HOST:PORT; unset: no gRPC listener.", _listen),
     Setting("db", "KEYSTILE_DB", "store.db", default_db_path,
             "Key store: an SQLite file path (or sqlite:///path). Created 0600, folder 0700.", _db),
     Setting("pepper", "KEYSTILE_PEPPER", None, None,
@@ -145,6 +172,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("credential_headers", "KEYSTILE_CREDENTIAL_HEADERS", "auth.credential_headers",
             "authorization,x-api-key",
             "Headers a key is read from; Authorization takes 'Bearer <key>'.", _sources),
+    Setting("path_semicolons", "KEYSTILE_PATH_SEMICOLONS", "auth.path_semicolons", "refuse",
+            "'refuse' a ';' in a request path (servlet-style upstreams cut ';params' from "
+            "segments) or 'literal' when the upstream treats it as a plain character.",
+            _semicolons),
+    Setting("credential_params", "KEYSTILE_CREDENTIAL_PARAMS", "auth.credential_params",
+            "api_key,apikey,api-key,x-api-key,access_token",
+            "Query parameter names that hold a credential: a request carrying one is refused "
+            "(keystile cannot strip it from the URL).", _names),
+    Setting("credential_cookies", "KEYSTILE_CREDENTIAL_COOKIES", "auth.credential_cookies", "",
+            "Cookie names that hold a credential: a request carrying one is refused.", _names),
+    Setting("invalid_key_limit", "KEYSTILE_INVALID_KEY_LIMIT", "auth.invalid_key_limit", "300",
+            "Unknown keys a client address may send per minute before further unknown keys "
+            "from it are answered 429 (valid keys are never held back); 0: off.",
+            _non_negative_int),
     Setting("unmatched", None, "auth.unmatched", None,
             "'allow' or 'deny' a valid key on a path no route matches "
             "(default: deny when routes exist, allow when there are none).", _unmatched),
@@ -171,6 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8700)
     admin_listen: tuple[str, int] | None = None
+    grpc_listen: tuple[str, int] | None = None
     workers: int = 1
     db: Path = Path("keystile.db")
     pepper: str | None = field(default=None, repr=False)
@@ -182,6 +224,10 @@ class Settings:
     config: str | None = None
     trusted_proxies: tuple[Any, ...] = ()
     credential_headers: tuple[Any, ...] = ()
+    invalid_key_limit: int = 300
+    path_semicolons: bool = False
+    credential_params: frozenset[str] = frozenset()
+    credential_cookies: frozenset[str] = frozenset()
     unmatched: str | None = None
     cache_ttl: float = 30.0
     cache_size: int = 100_000
@@ -236,8 +282,12 @@ def _unknown_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
-def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``env`` (default: os.environ) and the TOML file it names."""
+def load(env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Settings:
+    """Settings from ``env`` (default: os.environ) and the TOML file it names.
+
+    ``secrets=False`` (the CLI's commands other than ``serve``): the routes'
+    injected values are not read (their env vars and files need not exist
+    there), only checked for shape; such settings can decide, never serve."""
     env = os.environ if env is None else env
     config_path = env.get("KEYSTILE_CONFIG") or None
     document = _read_toml(config_path) if config_path else {}
@@ -261,7 +311,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     pepper_error = _resolve_pepper(values)
     if pepper_error:
         errors.append(pepper_error)
-    values["routes"], route_errors = load_routes(document.get("routes"), env, values["unmatched"])
+    values["routes"], route_errors = load_routes(document.get("routes"), env, values["unmatched"],
+                                                 secrets=secrets)  # fmt: skip
     errors.extend(f"{config_path}: {error}" for error in route_errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
@@ -289,10 +340,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         value = getattr(settings, setting.name)
         if setting.secret:
             shown = "(set)" if value else "(not set)"
-        elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen"):
+        elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen", "grpc_listen"):
             shown = f"{value[0]}:{value[1]}"
         elif isinstance(value, frozenset):
             shown = ",".join(sorted(value)) or "-"
+        elif setting.name == "path_semicolons":
+            shown = "literal" if value else "refuse"
         elif setting.name == "credential_headers":
             shown = ",".join(source.header for source in value)
         elif setting.name == "trusted_proxies":

@@ -1,20 +1,36 @@
-"""The decision core: request facts in, a Decision out. No web framework here.
+"""The decision core: request facts and what the gate resolved in, a Decision out.
 
-Every adapter (nginx, Envoy, forward auth) turns its proxy's request into
-:class:`Facts` and renders the :class:`Decision` in its proxy's dialect; the
-rules live only here.
+Pure: no I/O, no clock of its own, no web framework, no store, no cache. The
+gate (:mod:`keystile.gate`) resolves the credential and gathers the limit state,
+then calls :meth:`Rules.decide` once; the admin API's own authentication and
+``explain`` call the same :meth:`Rules.judge`. Three steps, each a function of
+its inputs only:
+
+- :meth:`Rules.screen`: everything decided before a key is looked up (a
+  target we can trust, a known method in canonical form, an unambiguous path,
+  no unknown method override, no credential copy in the query or a cookie,
+  one credential);
+- :meth:`Rules.decide` / :meth:`Rules.judge`: the key's state, IP allowlists,
+  route and scopes, quotas and rate limits;
+- :meth:`Rules.grant`: the headers an allow sends upstream (built once per key
+  and route by the serving layer, which keeps the rendered reply).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import NamedTuple
 from urllib.parse import quote
 
 from keystile import reasons
-from keystile.cache import CachedLookup
+from keystile.clientip import ip_allowed
+from keystile.copies import (
+    DEFAULT_CREDENTIAL_COOKIES,
+    DEFAULT_CREDENTIAL_PARAMS,
+    credential_copies,
+)
 from keystile.credentials import (
     DEFAULT_SOURCES,
     ConflictingCredentials,
@@ -22,23 +38,31 @@ from keystile.credentials import (
     Headers,
     extract,
 )
-from keystile.errors import StoreError
+from keystile.methods import UnknownOverride, canonical_method, method_overrides
+from keystile.model import (
+    ACTIVE,
+    ADMIN_SCOPE,
+    ALL_SCOPES,
+    DELETED,
+    DISABLED,
+    EXPIRED,
+    KeyRecord,
+    RateInfo,
+)
 from keystile.paths import AmbiguousPath, parse_target
-from keystile.policy import RateInfo, RateLimiter, SlidingWindowLimiter, ip_allowed
-from keystile.quotas import Quotas
 from keystile.reasons import Outcome, Reason
 from keystile.routes import Route, RouteTable
-from keystile.static_keys import ADMIN_SCOPE, ALL_SCOPES
-from keystile.store import KeyRecord, Unknown
-from keystile.store.records import ACTIVE, DELETED, EXPIRED
 
 Upstream = tuple[tuple[str, str], ...]
 IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner",
                     "X-Keystile-Scopes", "X-Keystile-Route")  # fmt: skip
+# Never passed upstream: a proxy credential is the client's, whatever it holds.
+ALWAYS_STRIPPED = ("proxy-authorization",)
 
 _STATE_REASONS = {
     EXPIRED: reasons.EXPIRED_API_KEY,
     DELETED: reasons.INVALID_API_KEY,
+    DISABLED: reasons.DISABLED_API_KEY,
 }
 
 
@@ -52,6 +76,7 @@ class Facts:
     target: str | None  # path with query, as the client sent it; None if unknown
     headers: Headers
     client_ip: str | None = None
+    trusted: bool = True  # the auth request came from a trusted proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +84,6 @@ class Decision:
     reason: Reason | None  # None: allowed
     record: KeyRecord | None = None
     route: Route | None = None
-    upstream: Upstream = ()  # headers for the upstream request
-    strip: tuple[str, ...] = ()  # client headers the upstream must not get (lower-case)
     retry_after: int | None = None
     rate: RateInfo | None = None  # the tightest rate limit, for X-RateLimit-*
 
@@ -71,6 +94,33 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.reason is None
+
+
+class Presented(NamedTuple):
+    """A request that passed :meth:`Rules.screen`: the key to resolve, and what to judge."""
+
+    token: str
+    method: str
+    host: str
+    path: str
+    client_ip: str | None
+    overrides: tuple[str, ...] | None = None  # methods an override header or _method= names
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the gate gathered about a limited key's quotas and rate limits."""
+
+    quota_retry: int | None = None  # a quota is spent: seconds until it resets
+    rate_retry: int | None = None  # a rate limit is spent: seconds until one more fits
+    rate: RateInfo | None = None
+
+
+class Grant(NamedTuple):
+    """What an allow sends: headers for the upstream, client headers to remove."""
+
+    upstream: Upstream
+    strip: tuple[str, ...]  # lower-case names of headers keystile speaks for but did not set
 
 
 @cache
@@ -97,8 +147,7 @@ def _header_value(text: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _shared(name: str, value: str) -> tuple[str, str]:
-    """One copy of a header pair many keys send alike (scopes, route, credential):
-    100k cached keys each holding their own would cost megabytes."""
+    """One copy of a header pair many keys send alike (scopes, route, credential)."""
     return (name, value)
 
 
@@ -115,31 +164,30 @@ def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, 
     return headers
 
 
-class Decider:
-    """Applies keys, routes and scopes to one request at a time."""
+class Rules:
+    """The configured rules (routes, credential sources, path policy), compiled once."""
 
     def __init__(
         self,
-        keys: CachedLookup,
         routes: RouteTable,
         sources: Sequence[CredentialSource] = DEFAULT_SOURCES,
-        clock: Callable[[], float] = time.time,
-        limiter: RateLimiter | None = None,
-        quotas: Quotas | None = None,
+        *,
+        semicolons: bool = False,
+        credential_params: frozenset[str] = DEFAULT_CREDENTIAL_PARAMS,
+        credential_cookies: frozenset[str] = DEFAULT_CREDENTIAL_COOKIES,
     ) -> None:
-        self.keys = keys
         self.routes = routes
         self.sources = tuple(sources)
-        self.clock = clock
-        self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
-        self.quotas = quotas if quotas is not None else Quotas(keys.lookup.store)
+        self.semicolons = semicolons  # ';' in a path is a plain character upstream
+        self.credential_params = credential_params
+        self.credential_cookies = credential_cookies
         self._strips: dict[frozenset[str], tuple[str, ...]] = {}  # one copy of each
         # Every header keystile speaks for: identity, the client's credential, and
         # whatever a route injects. A client's copy of any of them never passes.
         self.managed = frozenset(
             name.lower()
             for name in (*IDENTITY_HEADERS, *(s.header for s in self.sources),
-                         *routes.injected_names())
+                         *routes.injected_names(), *ALWAYS_STRIPPED)
         )  # fmt: skip
 
     def imitates_managed(self, headers: Headers) -> bool:
@@ -150,136 +198,125 @@ class Decider:
                 return True
         return False
 
-    def allow(self, record: KeyRecord, route: Route | None) -> Decision:
-        """The allow for this key on this route: identity and injected headers, and
-        the managed headers left unset. Built once per record and route and kept
-        on the record; policy is still evaluated on every request."""
-        memo = record.memo.get(route)
-        if memo is not None:
-            return memo  # type: ignore[no-any-return]
-        headers = identity_headers(record, route)
-        if route is not None:
-            headers.extend(_shared(name, secret.value) for name, secret in route.inject)
-        unset = self.managed - {name.lower() for name, _ in headers}
-        strip = self._strips.setdefault(unset, tuple(sorted(unset)))
-        decision = Decision(None, record, route, tuple(headers), strip)
-        record.memo[route] = decision
-        return decision
-
-    def screen(self, facts: Facts) -> Decision | tuple[str, str]:
-        """Everything before the key lookup: a denial, or the (token, path) to judge."""
+    def screen(self, facts: Facts) -> Decision | Presented:
+        """Everything before the key lookup: a denial, or the request to judge."""
+        if not facts.trusted:
+            return refusal(reasons.UNTRUSTED_PEER)
         if facts.target is None:
             return refusal(reasons.UNKNOWN_TARGET)
+        method = canonical_method(facts.method)
+        if method is None:
+            return refusal(reasons.BAD_METHOD)
         try:
-            path = parse_target(facts.target).path
+            target = parse_target(facts.target, semicolons=self.semicolons)
         except AmbiguousPath:
             return refusal(reasons.AMBIGUOUS_PATH)
-        if self.imitates_managed(facts.headers):
+        headers = facts.headers
+        try:
+            overrides = method_overrides(headers, target.query)
+        except UnknownOverride:
+            return refusal(reasons.METHOD_OVERRIDE)
+        if credential_copies(target.query, headers, params=self.credential_params,
+                             cookies=self.credential_cookies) is not None:  # fmt: skip
+            return refusal(reasons.CREDENTIAL_COPY)
+        if self.imitates_managed(headers):
             return refusal(reasons.IMITATED_HEADER)
         try:
-            token = extract(facts.headers, self.sources)
+            token = extract(headers, self.sources)
         except ConflictingCredentials:
             return refusal(reasons.CONFLICTING_KEYS)
         if token is None:
             return refusal(reasons.MISSING_API_KEY)
-        return token, path
+        return Presented(token, method, facts.host, target.path, facts.client_ip, overrides)
 
-    def decide_now(self, facts: Facts) -> Decision | Unknown:
-        """The decision from memory alone; ``UNKNOWN`` when it needs the store
-        (a cache miss, a quota period not read yet): then await :meth:`decide`."""
-        screened = self.screen(facts)
-        if isinstance(screened, Decision):
-            return screened
-        token, path = screened
-        record = self.keys.find_now(token)
-        if record is None:
-            return refusal(reasons.INVALID_API_KEY)
-        if isinstance(record, Unknown):
-            return record
-        return self.judge_now(record, facts.method, facts.host, path, facts.client_ip)
-
-    async def decide(self, facts: Facts) -> Decision:
-        screened = self.screen(facts)
-        if isinstance(screened, Decision):
-            return screened
-        token, path = screened
-        try:
-            record = await self.keys.find(token)
-        except StoreError:
-            return refusal(reasons.UNAVAILABLE)
-        if record is None:
-            return refusal(reasons.INVALID_API_KEY)
-        return await self.judge(record, facts.method, facts.host, path, facts.client_ip)
-
-    async def judge(
+    def decide(
         self,
-        record: KeyRecord,
-        method: str,
-        host: str,
-        path: str,
-        client_ip: str | None,
-        dry_run: bool = False,
+        request: Presented,
+        record: KeyRecord | None,
+        limits: Limits | None,
+        now: float,
+        invalid_retry: int | None = None,
     ) -> Decision:
-        """Apply the key's state, allowlists, routes, scopes and limits to one request.
+        """The decision for a screened request whose key resolved to ``record``
+        (None: no such key). ``limits``: what the gate gathered, for a limited key;
+        ``invalid_retry``: the client's address sent too many unknown keys."""
+        if record is None:
+            if invalid_retry is not None:
+                return Decision(reasons.INVALID_KEYS, retry_after=invalid_retry)
+            return refusal(reasons.INVALID_API_KEY)
+        decision = self.judge(record, request.method, request.host, request.path,
+                              request.client_ip, limits, now)  # fmt: skip
+        if decision.reason is None and request.overrides:
+            # Frameworks that honour an override perform that method instead: the
+            # request must be allowed as each method it may turn out to be.
+            for method in request.overrides:
+                if method != request.method:
+                    other = self.judge(record, method, request.host, request.path,
+                                       request.client_ip, None, now)  # fmt: skip
+                    if other.reason is not None:
+                        return other
+        return decision
 
-        ``dry_run`` (explain) decides without counting against limits or quotas.
-        """
-        while True:
-            decision = self.judge_now(record, method, host, path, client_ip, dry_run)
-            if not isinstance(decision, Unknown):
-                return decision
-            try:  # a quota period not in memory yet
-                await self.quotas.load(record, self.clock())
-            except StoreError:
-                return Decision(reasons.UNAVAILABLE, record)
-
-    def judge_now(
+    def judge(
         self,
         record: KeyRecord,
         method: str,
         host: str,
         path: str,
         client_ip: str | None,
-        dry_run: bool = False,
-    ) -> Decision | Unknown:
-        """:meth:`judge` from memory alone; ``UNKNOWN`` when a quota needs the store."""
-        now = self.clock()
-        state = record.state(now)
-        if state != ACTIVE:
-            return Decision(_STATE_REASONS.get(state, reasons.REVOKED_API_KEY), record)
-        team = record.team
-        if (record.allowed_ips is not None or (team is not None and team.allowed_ips is not None)
-                ) and not ip_allowed(record, client_ip):  # fmt: skip
-            return Decision(reasons.IP_NOT_ALLOWED, record)
+        limits: Limits | None,
+        now: float,
+    ) -> Decision:
+        """Apply the key's state, allowlists, route, scopes and limits to one request.
+
+        A limited key without ``limits`` gathered is judged as if its limits were
+        not spent (what ``explain`` and the admin API's own caller check want)."""
+        unusable = self.unusable(record, client_ip, now)
+        if unusable is not None:
+            return unusable
         route = self.routes.match(method, host, path)
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
         elif not has_scopes(record.granted, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
-        allowed = self.allow(record, route)
-        if record.limited:
-            return self.limited(allowed, record, route, now, dry_run)
-        return allowed
+        return self.limit(record, route, limits)
 
-    def limited(
-        self, allowed: Decision, record: KeyRecord, route: Route | None, now: float, dry_run: bool
-    ) -> Decision | Unknown:
-        """Quotas first (they count nothing), then rate limits (which count the request)."""
-        if record.has_quotas:
-            spent = self.quotas.check_now(record, now)
-            if isinstance(spent, Unknown):
-                return spent
-            if spent is not None:
-                return Decision(
-                    reasons.QUOTA_EXCEEDED, record, route, retry_after=spent.retry_after
-                )
-        verdict = self.limiter.hit(record, now, commit=not dry_run)
-        if not verdict.allowed:
-            return Decision(reasons.RATE_LIMITED, record, route,
-                            retry_after=verdict.retry_after, rate=verdict.rate)  # fmt: skip
-        if record.has_quotas and not dry_run:
-            self.quotas.count(record, now)
-        if verdict.rate is None:
-            return allowed
-        return Decision(None, record, route, allowed.upstream, allowed.strip, rate=verdict.rate)
+    def admit(
+        self, record: KeyRecord, client_ip: str | None, limits: Limits | None, now: float
+    ) -> Decision:
+        """Whether the key may be used at all (state, allowlists, limits), whatever the
+        route: how keystile judges a caller of its own admin API."""
+        unusable = self.unusable(record, client_ip, now)
+        return unusable if unusable is not None else self.limit(record, None, limits)
+
+    @staticmethod
+    def unusable(record: KeyRecord, client_ip: str | None, now: float) -> Decision | None:
+        """The denial for a key that is not active or not allowed from ``client_ip``."""
+        state = record.state(now)
+        if state != ACTIVE:
+            return Decision(_STATE_REASONS.get(state, reasons.REVOKED_API_KEY), record)
+        if not ip_allowed(record, client_ip):
+            return Decision(reasons.IP_NOT_ALLOWED, record)
+        return None
+
+    @staticmethod
+    def limit(record: KeyRecord, route: Route | None, limits: Limits | None) -> Decision:
+        """Quotas first, then rate limits; an allow when neither is spent."""
+        if limits is None:
+            return Decision(None, record, route)
+        if limits.quota_retry is not None:
+            return Decision(reasons.QUOTA_EXCEEDED, record, route, limits.quota_retry)
+        if limits.rate_retry is not None:
+            return Decision(reasons.RATE_LIMITED, record, route, limits.rate_retry, limits.rate)
+        return Decision(None, record, route, rate=limits.rate)
+
+    def grant(self, record: KeyRecord, route: Route | None) -> Grant:
+        """The headers an allow of ``record`` on ``route`` sends, and the client
+        headers to remove: every managed header this allow does not set."""
+        headers = identity_headers(record, route)
+        if route is not None:
+            headers.extend(_shared(name, secret.value) for name, secret in route.inject)
+        unset = self.managed - {name.lower() for name, _ in headers}
+        strip = self._strips.setdefault(unset, tuple(sorted(unset)))
+        return Grant(tuple(headers), strip)

@@ -6,33 +6,42 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from keystile import fields
 from keystile.access import reachable_routes
-from keystile.decide import Decider
 from keystile.errors import InvalidInput
+from keystile.gate import Authorizer
+from keystile.model import KeyRecord
 from keystile.paths import AmbiguousPath, parse_target
-from keystile.store import KeyRecord
 
 
 async def explain(
-    decider: Decider, record: KeyRecord, method: str, url: str, client_ip: str | None
+    authorizer: Authorizer, record: KeyRecord, method: str, url: str, client_ip: str | None
 ) -> dict[str, Any]:
+    for name, check, value in (("url", fields.url, url), ("method", fields.method, method),
+                               ("client_ip", fields.address, client_ip)):  # fmt: skip
+        try:
+            if value is not None:
+                check(value)
+        except ValueError as exc:
+            raise InvalidInput(name, str(exc)) from None
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    if not target.startswith("/"):
-        raise InvalidInput("url", f"{url!r} has no path: give e.g. /v1/chat/completions")
     try:
-        path = parse_target(target).path
+        path = parse_target(target, semicolons=authorizer.rules.semicolons).path
     except AmbiguousPath as exc:
         return {"allowed": False, "reason": "route_not_allowed", "why": f"ambiguous path: {exc}"}
-    decision = await decider.judge(record, method.upper(), parts.netloc, path, client_ip,
-                                   dry_run=True)  # fmt: skip
+    now = authorizer.clock()
+    # the limits as they stand, without counting this request against them
+    limits = (await authorizer.limits(record, now))[0] if record.limited else None
+    rules = authorizer.rules
+    decision = rules.judge(record, method.upper(), parts.netloc, path, client_ip, limits, now)
     route = decision.route
     answer: dict[str, Any] = {
         "allowed": decision.allowed,
         "reason": decision.reason.code if decision.reason else None,
         "why": decision.reason.message if decision.reason else "allowed",
         "key_id": record.id,
-        "state": record.state(decider.clock()),
+        "state": record.state(now),
         "route": route.name if route else None,
         "granted_scopes": list(record.granted),
         "client_ip": client_ip,
@@ -42,7 +51,7 @@ async def explain(
     }  # fmt: skip
     if route is not None:
         answer["required_scopes"] = sorted(route.scopes)
-        reachable = {r["name"]: r["via"] for r in reachable_routes(record, decider.routes)}
+        reachable = {r["name"]: r["via"] for r in reachable_routes(record, rules.routes)}
         answer["via"] = reachable.get(route.name)
     if decision.retry_after is not None:
         answer["retry_after"] = decision.retry_after

@@ -1,73 +1,241 @@
-"""The auth request path, the same whichever HTTP server carries it.
+"""The auth request path, the same whichever server carries it (HTTP or gRPC).
 
-One :class:`Gate` per adapter: facts from the request, the decision, the reply,
-and the bookkeeping (metrics, usage, denial log) kept in memory only. The main
-listener answers auth requests straight off the socket (:mod:`keystile.wire`)
-and hands everything else to aiohttp, whose handlers use the same gates.
+    listener (parse) -> adapter (proxy dialect -> Facts) -> Authorizer (resolve
+    the key: cache hit at once, one awaited store read on a miss; gather limit
+    state) -> core Rules.decide (pure) -> Authorizer (count what was allowed)
+    -> adapter (render) -> listener (write)
+
+:class:`Authorizer` is the one place that resolves a credential and gathers
+what policy needs; the admin API's own caller check and ``explain`` use it
+too. One :class:`Gate` per adapter adds the proxy dialect and the bookkeeping
+(metrics, usage, denial log, in memory only): :class:`Judge` the part that
+knows no wire format (the gRPC listener's), :class:`Gate` the HTTP dialects'.
+``Judge.judge`` and ``Gate.answer`` never raise: a fault of keystile's own is
+a 503 ``auth_unavailable`` with the same body on every server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from keystile import reasons
 from keystile.adapters import Adapter
 from keystile.adapters.base import Inbound, Reply, rate_headers
+from keystile.cache import CachedLookup, Entry
 from keystile.clientip import TrustedProxies
-from keystile.decide import Decider, Decision, Facts
+from keystile.config import Settings
+from keystile.credentials import ConflictingCredentials, Headers, extract
+from keystile.decide import Decision, Facts, Limits, Presented, Rules, refusal
+from keystile.errors import StoreError, StoreUnavailable
 from keystile.logs import DenialLog
 from keystile.metrics import Metrics
+from keystile.model import KeyRecord
+from keystile.policy import InvalidKeyThrottle, RateCheck, RateLimiter, SlidingWindowLimiter
+from keystile.quotas import Quotas
 from keystile.usage import UsageMeter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Answer = tuple[Decision, Entry | None]
+log = logging.getLogger("keystile.gate")
+QUOTA_READ_TIMEOUT = 0.5  # seconds: a quota's stored usage not read by then fails closed (503)
 
 
-class Gate:
-    """One adapter's request path."""
+def rules_of(settings: Settings) -> Rules:
+    """The core's rules as the settings configure them."""
+    return Rules(settings.routes, settings.credential_headers,
+                 semicolons=settings.path_semicolons,
+                 credential_params=settings.credential_params,
+                 credential_cookies=settings.credential_cookies)  # fmt: skip
 
-    __slots__ = ("adapter", "count", "decider", "denials", "facts", "observe", "render", "trusted")
+
+class Authorizer:
+    """Resolves the key and the limit state, asks the core, counts an allow."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        keys: CachedLookup,
+        limiter: RateLimiter | None = None,
+        quotas: Quotas | None = None,
+        clock: Callable[[], float] = time.time,
+        invalid: InvalidKeyThrottle | None = None,
+    ) -> None:
+        self.rules = rules
+        self.keys = keys
+        self.invalid = invalid  # None: unknown keys are never throttled
+        self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
+        self.quotas = quotas if quotas is not None else Quotas(keys.lookup.store)
+        self.clock = clock
+
+    async def authorize(self, facts: Facts) -> Answer:
+        """The decision for one auth request, and the cache entry of its key."""
+        screened = self.rules.screen(facts)
+        if isinstance(screened, Decision):
+            return screened, None
+        entry = await self.keys.find(screened.token)
+        now = self.clock()
+        if entry is None:
+            return self.unknown(screened, now), None
+        record = entry.record
+        if not record.limited:
+            return self.rules.decide(screened, record, None, now), entry
+        limits, check = await self.limits(record, now)
+        decision = self.rules.decide(screened, record, limits, now)
+        if decision.reason is None:
+            self.count(record, check, now)
+        return decision, entry
+
+    def unknown(self, request: Presented, now: float) -> Decision:
+        """An unknown key: 401, or 429 once its address has sent too many."""
+        throttle = self.invalid
+        if throttle is None:
+            return self.rules.decide(request, None, None, now)
+        decision = self.rules.decide(request, None, None, now,
+                                     throttle.retry_after(request.client_ip, now))  # fmt: skip
+        throttle.count(request.client_ip, now)
+        return decision
+
+    async def limits(self, record: KeyRecord, now: float) -> tuple[Limits, RateCheck]:
+        """A limited key's quota and rate-limit state, reading stored usage once
+        per period. Counts nothing: :meth:`count` does, once the core allowed."""
+        quota_retry = None
+        if record.has_quotas:
+            for _ in range(3):  # a concurrent load may have dropped ours (memory cap)
+                if self.quotas.loaded(record, now):
+                    break
+                try:  # once per key and period; bounded like a key lookup (fail closed)
+                    await asyncio.wait_for(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
+                except TimeoutError:
+                    raise StoreUnavailable("reading stored usage for a quota timed out") from None
+            quota_retry = self.quotas.spent(record, now)
+        check = self.limiter.check(record, now)
+        return Limits(quota_retry, check.retry_after, check.rate), check
+
+    def count(self, record: KeyRecord, check: RateCheck, now: float) -> None:
+        """Count an allowed request against the key's limits (no await since :meth:`limits`)."""
+        self.limiter.take(check)
+        if record.has_quotas:
+            self.quotas.count(record, now)
+
+    async def caller(self, headers: Headers, client_ip: str | None) -> Answer:
+        """Who presents the key in ``headers`` to keystile itself (the admin API):
+        the same state, allowlist and limits as on the auth path, no route."""
+        try:
+            token = extract(headers, self.rules.sources)
+        except ConflictingCredentials:
+            return refusal(reasons.CONFLICTING_KEYS), None
+        if token is None:
+            return refusal(reasons.MISSING_API_KEY), None
+        entry = await self.keys.find(token)
+        if entry is None:
+            return refusal(reasons.INVALID_API_KEY), None
+        record = entry.record
+        now = self.clock()
+        limits, check = await self.limits(record, now) if record.limited else (None, None)
+        decision = self.rules.admit(record, client_ip, limits, now)
+        if decision.reason is None and check is not None:
+            self.count(record, check, now)
+        return decision, entry
+
+
+class Judge:
+    """One dialect's half of the path that knows no wire format: Facts in, the
+    decision out, booked (metrics, usage, denial log). The gRPC listener uses it
+    as it is; :class:`Gate` adds the HTTP dialects' parsing and rendering."""
+
+    __slots__ = ("authorizer", "count", "denials", "observe", "rules")
+
+    def __init__(
+        self,
+        name: str,
+        authorizer: Authorizer,
+        metrics: Metrics,
+        usage: UsageMeter,
+        denials: DenialLog,
+    ) -> None:
+        self.authorizer = authorizer
+        self.rules = authorizer.rules
+        self.observe = metrics.decision_observer(name)
+        self.count = usage.record
+        self.denials = denials
+
+    async def judge(self, facts: Facts) -> Answer:
+        """The decision on what a dialect read; waits only when the store must be
+        asked. Never raises."""
+        started = time.perf_counter()
+        try:
+            answer = await self.authorizer.authorize(facts)
+        except Exception as exc:
+            answer = failed(exc)
+        return self.book(answer, facts, started)
+
+    def book(self, answer: Answer, facts: Facts | None, started: float) -> Answer:
+        """Count and log a decision; the answer as it came."""
+        decision = answer[0]
+        self.observe(decision, time.perf_counter() - started)
+        self.count(decision, time.time())
+        if decision.reason is not None and facts is not None:
+            self.denials(facts, decision)
+        return answer
+
+
+def failed(exc: Exception) -> Answer:
+    """The 503 for a fault of keystile's own (logged; called inside ``except``)."""
+    if isinstance(exc, StoreError):
+        log.warning("store unavailable; auth request refused (503): %s", exc)
+        return refusal(reasons.STORE_UNAVAILABLE), None
+    log.exception("auth request failed; refused (503)")
+    return refusal(reasons.INTERNAL_ERROR), None
+
+
+class Gate(Judge):
+    """One HTTP adapter's request path: :class:`Inbound` in, a :class:`Reply` out."""
+
+    __slots__ = ("adapter", "facts", "render", "trusted")
 
     def __init__(
         self,
         adapter: Adapter,
-        decider: Decider,
+        authorizer: Authorizer,
         metrics: Metrics,
         usage: UsageMeter,
         trusted: TrustedProxies,
         denials: DenialLog,
     ) -> None:
+        super().__init__(adapter.name, authorizer, metrics, usage, denials)
         self.adapter = adapter
         self.facts = adapter.facts
         self.render = adapter.render
-        self.decider = decider
         self.trusted = trusted
-        self.observe = metrics.decision_observer(adapter.name)
-        self.count = usage.record
-        self.denials = denials
 
-    def done(self, facts: Facts, decision: Decision, started: float) -> None:
-        """Count a decision made (``started`` from ``time.perf_counter``)."""
-        self.observe(decision, time.perf_counter() - started)
-        self.count(decision, time.time())
-        if decision.reason is not None:
-            self.denials(facts, decision)
+    async def answer(self, request: Inbound) -> Answer:
+        """The whole path; waits only when the store must be asked. Never raises.
 
-    async def answer(self, request: Inbound) -> Reply:
-        """The whole path, waiting for the store when it must."""
+        :meth:`Judge.judge` with the parsing inside its ``try`` (one frame less
+        on the listener's fast path than awaiting it)."""
         started = time.perf_counter()
-        facts = self.facts(request, self.trusted)
-        decision = await self.decider.decide(facts)
-        self.done(facts, decision, started)
-        return self.reply(decision)
+        facts: Facts | None = None
+        try:
+            facts = self.facts(request, self.trusted)
+            answer = await self.authorizer.authorize(facts)
+        except Exception as exc:
+            answer = failed(exc)
+        return self.book(answer, facts, started)
 
     def reply(self, decision: Decision) -> Reply:
         """The adapter's reply, with ``X-RateLimit-*`` on an allow a rate limit applied to."""
-        reply = self.render(decision)
-        if decision.reason is None and decision.rate is not None:
-            return Reply(reply.status, [*reply.headers, *rate_headers(decision)], reply.body)
-        return reply
+        record = decision.record
+        if decision.reason is None and record is not None:
+            reply = self.render(decision, self.rules.grant(record, decision.route))
+            if decision.rate is not None:
+                reply = Reply(reply.status, [*reply.headers, *rate_headers(decision)], reply.body)
+            return reply
+        return self.render(decision, None)
 
 
 GATES = web.AppKey("gates", dict[str, Gate])
@@ -81,7 +249,8 @@ def aiohttp_handler(adapter: Adapter) -> Handler:
         gate = request.app[GATES][name]
         inbound = Inbound(request.method, request.raw_path, request.host, request.headers,
                           request.remote)  # fmt: skip
-        reply = await gate.answer(inbound)
+        decision, _ = await gate.answer(inbound)
+        reply = gate.reply(decision)
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
 
     return handle

@@ -21,7 +21,8 @@ import orjson
 from keystile import keys
 from keystile.durations import parse_instant
 from keystile.errors import InvalidInput
-from keystile.service import check_metadata, check_name, check_scopes, new_key_id
+from keystile.fields import check_metadata, check_name, check_owner, check_scopes
+from keystile.service import new_key_id
 from keystile.store import KeyRecord, Store
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -73,6 +74,13 @@ def _metadata(value: Any, row: int) -> dict[str, Any]:
     return check_metadata(data)
 
 
+def _owner(value: Any, row: int) -> str | None:
+    try:
+        return check_owner(str(value)) if value else None
+    except InvalidInput as exc:
+        raise InvalidInput(f"row {row} owner", str(exc)) from None
+
+
 def read_source(path: Path, table: str, now: float) -> list[KeyRecord]:
     """Records for every row of ``table`` in the SQLite file at ``path`` (opened read-only)."""
     if not _IDENT_RE.fullmatch(table):
@@ -109,7 +117,7 @@ def _record(row: dict[str, Any], number: int, now: float) -> KeyRecord:
         hash_scheme=keys.SCHEME_SHA256,
         display_prefix=str(row.get("key_prefix") or "")[:16] or "imported",
         name=check_name(str(row.get("name") or f"imported {number}")),
-        owner=(str(row["owner"]) if row.get("owner") else None),
+        owner=_owner(row.get("owner"), number),
         scopes=_scopes(row.get("scopes"), number),
         metadata=_metadata(row.get("metadata"), number),
         created_at=created,

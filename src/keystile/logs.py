@@ -76,6 +76,7 @@ class DenialLog:
             "event": "deny",
             "adapter": facts.adapter,
             "reason": reason.code,
+            "detail": reason.detail,
             "status": reason.outcome.value,
             "method": facts.method,
             "path": target.partition("?")[0][:256],

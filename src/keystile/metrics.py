@@ -63,10 +63,12 @@ class _Snapshot(Collector):
 
     def collect(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
-            "keystile_decisions", "Auth decisions.", labels=["adapter", "outcome", "reason"]
+            "keystile_decisions",
+            "Auth decisions.",
+            labels=["adapter", "outcome", "reason", "detail"],
         )
-        for (adapter, outcome, reason), count in sorted(self.metrics.decisions.items()):
-            decisions.add_metric([adapter, outcome, reason], count)
+        for labels, count in sorted(self.metrics.decisions.items()):
+            decisions.add_metric(list(labels), count)
         yield decisions
         yield _histogram("keystile_decision_seconds", "Time to decide one auth request.",
                          "adapter", self.metrics.decision_seconds)  # fmt: skip
@@ -103,7 +105,7 @@ class _Snapshot(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.decisions: Tally[tuple[str, str, str]] = Tally()
+        self.decisions: Tally[tuple[str, str, str, str]] = Tally()
         self.cache: CachedLookup | None = None
         self.decision_seconds: dict[str, Latency] = {}
         self.store_seconds = Latency()
@@ -118,9 +120,9 @@ class Metrics:
         def record(decision: Decision, seconds: float) -> None:
             reason = decision.reason
             if reason is None:
-                decisions[(adapter, "allow", "")] += 1
+                decisions[(adapter, "allow", "", "")] += 1
             else:
-                decisions[(adapter, reason.outcome.name.lower(), reason.code)] += 1
+                decisions[(adapter, reason.outcome.name.lower(), reason.code, reason.detail)] += 1
             observe(seconds)
 
         return record

@@ -1,4 +1,4 @@
-"""Per-key and per-team policy beyond scopes: IP allowlists and rate limits.
+"""Per-key and per-team rate limits.
 
 Rate limits use a sliding window of slots: each period is cut into 60 slots and
 a request counts against the last 61 of them, which always cover at least one
@@ -11,58 +11,35 @@ a shared backend can replace it.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 
-from keystile.clientip import IPNetwork, parse_address, parse_networks
-from keystile.store import KeyRecord
+from keystile.model import KeyRecord, RateInfo
 
 PERIODS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
 
 
-@lru_cache(maxsize=4096)
-def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return parse_networks(cidrs)
-
-
-@lru_cache(maxsize=65536)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    return parse_address(text)
-
-
-def ip_allowed(record: KeyRecord, client_ip: str | None) -> bool:
-    """The key's and its team's allowlists both admit ``client_ip`` (None: unknown)."""
-    lists = [record.allowed_ips, record.team.allowed_ips if record.team else None]
-    for cidrs in lists:
-        if cidrs is None:
-            continue
-        address = _address(client_ip) if client_ip else None
-        if address is None or not any(address in net for net in _networks(cidrs)):
-            return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
-class RateInfo:
-    """The tightest limit that applied: what X-RateLimit-* report."""
+class RateCheck:
+    """What the key's rate limits say about one more request, before it is counted.
 
-    limit: int
-    remaining: int
-    reset: int  # seconds until the window rolls over
+    ``retry_after`` is set when a limit is spent; otherwise :meth:`RateLimiter.take`
+    counts the request once the core has allowed it.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    rate: RateInfo | None
+    rate: RateInfo | None  # the tightest limit, for X-RateLimit-*
     retry_after: int | None = None
+    windows: tuple[tuple[_Window, int], ...] = ()  # (window, slot) to count in
+
+    @property
+    def allowed(self) -> bool:
+        return self.retry_after is None
 
 
 class RateLimiter(Protocol):
-    def hit(self, record: KeyRecord, now: float, commit: bool = True) -> Verdict: ...
+    def check(self, record: KeyRecord, now: float) -> RateCheck: ...
+    def take(self, check: RateCheck) -> None: ...
     def prune(self, now: float) -> None: ...
 
 
@@ -132,9 +109,8 @@ class SlidingWindowLimiter:
         self._buckets[id(record)] = (record, found)
         return found
 
-    def hit(self, record: KeyRecord, now: float, commit: bool = True) -> Verdict:
-        """Count one request against every limit, unless one of them is spent
-        (``commit=False``: only say whether it would pass)."""
+    def check(self, record: KeyRecord, now: float) -> RateCheck:
+        """Whether one more request fits every limit; counts nothing (see :meth:`take`)."""
         tightest: RateInfo | None = None
         taken = []
         for bucket, period, limit in self._buckets_of(record):
@@ -147,16 +123,21 @@ class SlidingWindowLimiter:
             window.advance(slot)
             if window.total + 1 > limit:
                 retry = max(1, math.ceil(window.frees_at(slot_len) - now))
-                return Verdict(False, RateInfo(limit, 0, retry), retry)
+                return RateCheck(RateInfo(limit, 0, retry), retry)
             remaining = limit - window.total - 1
             if tightest is None or remaining < tightest.remaining:
                 # Reset: when everything counted now has left the window (one period)
                 tightest = RateInfo(limit, remaining, period)
             taken.append((window, slot))
-        for window, slot in taken if commit else ():
+        return RateCheck(tightest, None, tuple(taken))
+
+    @staticmethod
+    def take(check: RateCheck) -> None:
+        """Count the request :meth:`check` looked at (no await may come between them)."""
+        for window, slot in check.windows:
+            window.advance(slot)
             window.counts[slot % (SLOTS + 1)] += 1
             window.total += 1
-        return Verdict(True, tightest)
 
     def prune(self, now: float) -> None:
         """Forget windows with nothing left in them (called from a background task)."""
@@ -164,3 +145,52 @@ class SlidingWindowLimiter:
                  if int(now // slot_len) - window.last > SLOTS]  # fmt: skip
         for bucket in stale:
             del self._windows[bucket]
+
+
+class InvalidKeyThrottle:
+    """Unknown keys per client address over the last minute (sliding window).
+
+    Past ``per_minute`` the next unknown key from that address is answered 429
+    ``rate_limited`` (detail ``invalid_keys``) with ``Retry-After``, so a client
+    spraying or guessing keys is told to back off. Only requests whose key is
+    unknown are counted and answered so: a valid key from the same address
+    (clients behind one NAT or proxy address) always goes on to be judged.
+    At most ``max_addresses`` addresses are tracked (the oldest dropped first).
+    """
+
+    PERIOD = 60
+
+    def __init__(self, per_minute: int, max_addresses: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.max_addresses = max_addresses
+        self._windows: dict[str, _Window] = {}
+
+    def retry_after(self, address: str | None, now: float) -> int | None:
+        """Seconds until one more unknown key from ``address`` is judged, or None."""
+        window = self._windows.get(address or "")
+        if window is None:
+            return None
+        slot_len = self.PERIOD / SLOTS
+        window.advance(int(now // slot_len))
+        if window.total < self.per_minute:
+            return None
+        return max(1, math.ceil(window.frees_at(slot_len) - now))
+
+    def count(self, address: str | None, now: float) -> None:
+        """One more unknown key from ``address``."""
+        key = address or ""
+        slot = int(now // (self.PERIOD / SLOTS))
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self.max_addresses:
+                del self._windows[next(iter(self._windows))]
+            window = self._windows[key] = _Window(slot)
+        window.advance(slot)
+        window.counts[slot % (SLOTS + 1)] += 1
+        window.total += 1
+
+    def prune(self, now: float) -> None:
+        """Forget addresses with nothing left in their window (a background task)."""
+        slot = int(now // (self.PERIOD / SLOTS))
+        for key in [k for k, w in self._windows.items() if slot - w.last > SLOTS]:
+            del self._windows[key]

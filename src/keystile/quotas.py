@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from keystile.policy import Verdict
-from keystile.store import UNKNOWN, KeyRecord, Store, Unknown
+from keystile.model import KeyRecord
+from keystile.store import Store
 
 QUOTAS = ("quota_day", "quota_month")
 
@@ -34,21 +34,28 @@ class Quotas:
         self.store = store
         self.used: dict[tuple[str, str, float], int] = {}
 
-    def check_now(self, record: KeyRecord, now: float) -> Verdict | Unknown | None:
-        """A denial if a quota is spent, else None; ``UNKNOWN`` when a period's
-        stored usage has not been read yet (:meth:`load` it). Call :meth:`count`
-        once allowed."""
+    def spent(self, record: KeyRecord, now: float) -> int | None:
+        """Seconds until the first spent quota of ``record`` resets, or None.
+
+        Reads memory only: call :meth:`load` first when :meth:`loaded` says no.
+        A period not in memory counts as spent (fail closed), never as unused."""
         for owner, _, _, limits in self._owners(record):
             for name in QUOTAS:
                 if name not in limits:
                     continue
                 start, end = period(name, now)
                 used = self.used.get((owner, name, start))
-                if used is None:
-                    return UNKNOWN
-                if used >= int(limits[name]):
-                    return Verdict(False, None, max(1, math.ceil(end - now)))
+                if used is None or used >= int(limits[name]):
+                    return max(1, math.ceil(end - now))
         return None
+
+    def loaded(self, record: KeyRecord, now: float) -> bool:
+        """Whether every period of ``record`` at ``now`` is in memory."""
+        for owner, _, _, limits in self._owners(record):
+            for name in QUOTAS:
+                if name in limits and (owner, name, period(name, now)[0]) not in self.used:
+                    return False
+        return True
 
     async def load(self, record: KeyRecord, now: float) -> None:
         """Read the stored usage of every period of ``record`` not in memory yet."""
@@ -59,17 +66,10 @@ class Quotas:
                 start = period(name, now)[0]
                 entry = (owner, name, start)
                 if entry not in self.used:
+                    used = await self.store.allowed_since(kind, owner_id, start)
                     if len(self.used) > 100_000:  # old periods, idle keys: read again when needed
                         self.used.clear()
-                    self.used[entry] = await self.store.allowed_since(kind, owner_id, start)
-
-    async def check(self, record: KeyRecord, now: float) -> Verdict | None:
-        """:meth:`check_now`, reading the store first when it must."""
-        verdict = self.check_now(record, now)
-        while isinstance(verdict, Unknown):  # again if another load cleared ours meanwhile
-            await self.load(record, now)
-            verdict = self.check_now(record, now)
-        return verdict
+                    self.used.setdefault(entry, used)
 
     def count(self, record: KeyRecord, now: float) -> None:
         for owner, _, _, limits in self._owners(record):

@@ -1,7 +1,15 @@
-"""Reason codes: what a client, a log line and a metric call each outcome.
+"""Reason codes and details: what a client, a log line and a metric call each denial.
 
-The codes are a public contract (client SDKs and dashboards read them).
-The error ``type`` follows the OpenAI/Anthropic convention that LLM clients parse.
+The codes are a public contract (client SDKs and dashboards read them); the
+error ``type`` follows the OpenAI/Anthropic convention that LLM clients parse.
+A code can have several causes, so every denial also carries a *detail* from
+one small fixed set (``X-Keystile-Detail``, the ``detail`` log field and
+metric label): an operator tells a misconfigured proxy (``target_unknown``)
+from a missing route (``no_route``) without reading code.
+
+Every denial keystile can answer is one of the constants below, and
+:data:`REASONS` lists them all: the docs test reads it, so a new one cannot go
+undocumented.
 """
 
 from __future__ import annotations
@@ -18,61 +26,131 @@ class Outcome(Enum):
     UNAVAILABLE = 503
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: a cheap key in reply memos
 class Reason:
-    code: str
+    code: str  # the contract: missing_api_key, invalid_api_key, ...
+    detail: str  # the cause, from a small fixed set
     outcome: Outcome
     type: str
-    message: str
-
-
-def _r(code: str, outcome: Outcome, type_: str, message: str) -> Reason:
-    return Reason(code, outcome, type_, message)
+    message: str  # fixed text for the client; never holds request data
 
 
 _AUTH, _PERM, _RATE = "authentication_error", "permission_error", "rate_limit_error"
-MISSING_API_KEY = _r(
+_401, _403, _429 = Outcome.UNAUTHENTICATED, Outcome.FORBIDDEN, Outcome.RATE_LIMITED
+
+MISSING_API_KEY = Reason(
     "missing_api_key",
-    Outcome.UNAUTHENTICATED,
+    "no_key",
+    _401,
     _AUTH,
     "No API key provided. Send 'Authorization: Bearer <key>' or 'x-api-key'.",
 )
-INVALID_API_KEY = _r("invalid_api_key", Outcome.UNAUTHENTICATED, _AUTH, "Invalid API key.")
-CONFLICTING_KEYS = _r(
-    "invalid_api_key", Outcome.UNAUTHENTICATED, _AUTH, "Two different API keys in one request."
+INVALID_API_KEY = Reason("invalid_api_key", "unknown_key", _401, _AUTH, "Invalid API key.")
+CONFLICTING_KEYS = Reason(
+    "invalid_api_key", "conflicting_keys", _401, _AUTH, "Two different API keys in one request."
 )
-EXPIRED_API_KEY = _r("expired_api_key", Outcome.UNAUTHENTICATED, _AUTH, "This API key has expired.")
-REVOKED_API_KEY = _r(
-    "revoked_api_key", Outcome.UNAUTHENTICATED, _AUTH, "This API key has been revoked."
+EXPIRED_API_KEY = Reason("expired_api_key", "expired", _401, _AUTH, "This API key has expired.")
+REVOKED_API_KEY = Reason(
+    "revoked_api_key", "revoked", _401, _AUTH, "This API key has been revoked."
 )
-INSUFFICIENT_SCOPE = _r(
+DISABLED_API_KEY = Reason(
+    "revoked_api_key", "disabled", _401, _AUTH, "This API key has been disabled."
+)
+INSUFFICIENT_SCOPE = Reason(
     "insufficient_scope",
-    Outcome.FORBIDDEN,
+    "missing_scope",
+    _403,
     _PERM,
     "This API key does not have the scope this route requires.",
 )
-ROUTE_NOT_ALLOWED = _r(
-    "route_not_allowed", Outcome.FORBIDDEN, _PERM, "This route is not available to API keys."
+ROUTE_NOT_ALLOWED = Reason(
+    "route_not_allowed", "no_route", _403, _PERM, "This route is not available to API keys."
 )
-AMBIGUOUS_PATH = _r(
-    "route_not_allowed", Outcome.FORBIDDEN, _PERM, "The request path is ambiguous and was refused."
-)
-UNKNOWN_TARGET = _r(
+AMBIGUOUS_PATH = Reason(
     "route_not_allowed",
-    Outcome.FORBIDDEN,
+    "ambiguous_path",
+    _403,
+    _PERM,
+    "The request path is ambiguous and was refused.",
+)
+UNKNOWN_TARGET = Reason(
+    "route_not_allowed",
+    "target_unknown",
+    _403,
     _PERM,
     "The original request target is unknown (proxy misconfigured).",
 )
-IMITATED_HEADER = _r("route_not_allowed", Outcome.FORBIDDEN, _PERM,
-                     "A request header imitates one that keystile sets.")  # fmt: skip
-IP_NOT_ALLOWED = _r(
-    "ip_not_allowed", Outcome.FORBIDDEN, _PERM, "This API key may not be used from this address."
+UNTRUSTED_PEER = Reason(
+    "route_not_allowed",
+    "untrusted_peer",
+    _403,
+    _PERM,
+    "This auth request did not come from a trusted proxy.",
 )
-RATE_LIMITED = _r("rate_limited", Outcome.RATE_LIMITED, _RATE, "Rate limit exceeded.")
-QUOTA_EXCEEDED = _r("quota_exceeded", Outcome.RATE_LIMITED, _RATE, "Quota exceeded.")
-UNAVAILABLE = _r("auth_unavailable", Outcome.UNAVAILABLE, "api_error",
-                 "Authentication is temporarily unavailable.")  # fmt: skip
+IMITATED_HEADER = Reason(
+    "route_not_allowed",
+    "imitated_header",
+    _403,
+    _PERM,
+    "A request header imitates one that keystile sets.",
+)
+BAD_METHOD = Reason(
+    "route_not_allowed", "bad_method", _403, _PERM, "The request method is not one keystile judges."
+)
+METHOD_OVERRIDE = Reason(
+    "route_not_allowed",
+    "method_override",
+    _403,
+    _PERM,
+    "The request asks for a method override that is not a known method.",
+)
+CREDENTIAL_COPY = Reason(
+    "route_not_allowed",
+    "credential_copy",
+    _403,
+    _PERM,
+    "Send the API key in a header only, not in the URL or a cookie.",
+)
+MALFORMED_REQUEST = Reason(
+    "route_not_allowed",
+    "malformed_request",
+    _403,
+    _PERM,
+    "The request could not be read and was refused.",
+)
+IP_NOT_ALLOWED = Reason(
+    "ip_not_allowed", "ip_allowlist", _403, _PERM, "This API key may not be used from this address."
+)
+RATE_LIMITED = Reason("rate_limited", "rate_limit", _429, _RATE, "Rate limit exceeded.")
+QUOTA_EXCEEDED = Reason("quota_exceeded", "quota", _429, _RATE, "Quota exceeded.")
+INVALID_KEYS = Reason(
+    "rate_limited",
+    "invalid_keys",
+    _429,
+    _RATE,
+    "Too many invalid API keys from this address; retry later.",
+)
+STORE_UNAVAILABLE = Reason(
+    "auth_unavailable",
+    "store_unavailable",
+    Outcome.UNAVAILABLE,
+    "api_error",
+    "Authentication is temporarily unavailable.",
+)
+INTERNAL_ERROR = Reason("auth_unavailable", "internal_error", Outcome.UNAVAILABLE, "api_error",
+                        "Authentication is temporarily unavailable.")  # fmt: skip
+UNAVAILABLE = STORE_UNAVAILABLE
+
+REASONS: tuple[Reason, ...] = (
+    MISSING_API_KEY, INVALID_API_KEY, CONFLICTING_KEYS, EXPIRED_API_KEY, REVOKED_API_KEY,
+    DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, AMBIGUOUS_PATH, UNKNOWN_TARGET,
+    UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
+    MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, INVALID_KEYS,
+    STORE_UNAVAILABLE,
+    INTERNAL_ERROR,
+)  # fmt: skip
 
 DENIAL_CODES = ("missing_api_key", "invalid_api_key", "expired_api_key", "revoked_api_key",
                 "insufficient_scope", "route_not_allowed", "ip_not_allowed", "rate_limited",
                 "quota_exceeded")  # fmt: skip
+DETAILS = tuple(dict.fromkeys(reason.detail for reason in REASONS))

@@ -106,7 +106,11 @@ class RouteTable:
         return frozenset(name.lower() for route in self.routes for name, _ in route.inject)
 
 
-def _value(where: str, spec: Any, env: Mapping[str, str], errors: list[str]) -> Secret | None:
+def _value(
+    where: str, spec: Any, env: Mapping[str, str] | None, errors: list[str]
+) -> Secret | None:
+    """The injected value ``spec`` names; with ``env`` None only its shape is checked
+    and a placeholder comes back (the CLI decides, it never injects)."""
     if isinstance(spec, str):
         spec = {"value": spec}
     if not isinstance(spec, Mapping):
@@ -118,6 +122,8 @@ def _value(where: str, spec: Any, env: Mapping[str, str], errors: list[str]) -> 
         errors.append(f"{where}: give exactly one of env, file or value (and optional format)")
         return None
     source = sources[0]
+    if env is None:
+        return Secret("")
     if source == "env":
         raw = env.get(str(spec["env"]))
         if not raw:
@@ -143,7 +149,7 @@ def _value(where: str, spec: Any, env: Mapping[str, str], errors: list[str]) -> 
     return Secret(value)
 
 
-def _route(index: int, raw: Any, env: Mapping[str, str], errors: list[str]) -> Route | None:
+def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str]) -> Route | None:
     where = f"routes[{index}]"
     if not isinstance(raw, Mapping):
         errors.append(f"{where}: must be a table")
@@ -200,9 +206,11 @@ def _route(index: int, raw: Any, env: Mapping[str, str], errors: list[str]) -> R
 
 
 def load_routes(
-    raw: Any, env: Mapping[str, str], unmatched: str | None
+    raw: Any, env: Mapping[str, str], unmatched: str | None, *, secrets: bool = True
 ) -> tuple[RouteTable, list[str]]:
-    """Compile ``[[routes]]`` and the unmatched-request policy; returns (table, errors)."""
+    """Compile ``[[routes]]`` and the unmatched-request policy; returns (table, errors).
+    ``secrets=False``: injected values are checked for shape only, never read."""
+    source_env = env if secrets else None
     errors: list[str] = []
     if raw is None:
         raw = []
@@ -210,7 +218,7 @@ def load_routes(
         return RouteTable(), ["routes: must be an array of tables ([[routes]])"]
     routes = []
     for index, item in enumerate(raw):
-        route = _route(index, item, env, errors)
+        route = _route(index, item, source_env, errors)
         if route is not None:
             routes.append(route)
     names = [r.name for r in routes]

@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -20,11 +20,11 @@ from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
-from keystile.decide import Decider
 from keystile.errors import ConfigError, StoreError
-from keystile.gate import GATES, Gate, aiohttp_handler
+from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
+from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
@@ -32,18 +32,24 @@ from keystile.usage import UsageMeter
 from keystile.wire import AuthListener
 from keystile.workers import supervise
 
+if TYPE_CHECKING:  # grpcio is imported only when the gRPC listener is configured
+    from keystile.grpc_listener import GrpcListener
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 CACHE = web.AppKey("cache", CachedLookup)
 METRICS = web.AppKey("metrics", Metrics)
-DECIDER = web.AppKey("decider", Decider)
+AUTHORIZER = web.AppKey("authorizer", Authorizer)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
+# what the separate admin listener serves: the admin API under /api/v1, as documented
+ADMIN_ROOT = web.AppKey("admin_root", web.Application)
 USAGE = web.AppKey("usage", UsageMeter)
 DENIALS = web.AppKey("denials", logs.DenialLog)
 
 log = logging.getLogger("keystile.server")
 T = TypeVar("T")
 SHUTDOWN_GRACE = 5.0  # seconds requests in flight get to finish
+READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -51,14 +57,22 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def unready(app: web.Application) -> dict[str, str] | None:
+    """Why the auth path cannot answer now (store unreachable, cache behind), or None."""
+    try:
+        await asyncio.wait_for(app[STORE].ping(), READY_TIMEOUT)
+    except (StoreError, TimeoutError):
+        return {"store": app[STORE].lost or "unreachable"}
+    if not app[CACHE].fresh:
+        return {"cache": "stale"}
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Ready: the key store answers a query and the cache is in step with it."""
-    try:
-        await request.app[STORE].ping()
-    except StoreError:
-        return web.json_response({"status": "unavailable", "store": "unreachable"}, status=503)
-    if not request.app[CACHE].fresh:
-        return web.json_response({"status": "unavailable", "cache": "stale"}, status=503)
+    why = await unready(request.app)
+    if why is not None:
+        return web.json_response({"status": "unavailable", **why}, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -67,11 +81,21 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+SYNC_SPACING = 0.05  # seconds: the least time between two change-log reads
+
+
 async def _sync_forever(cache: CachedLookup, interval: float) -> None:
+    """Read the change log every ``interval``, or sooner when the cache asks
+    (a key the hash filter has not seen, with the lookup trickle spent)."""
+    wanted = asyncio.Event()
+    cache.wake = wanted.set
     failing = False
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wanted.wait(), interval)
+        wanted.clear()
         try:
+            await _follow_the_file(cache)
             await cache.sync()
         except StoreError as exc:
             if not failing:
@@ -81,6 +105,29 @@ async def _sync_forever(cache: CachedLookup, interval: float) -> None:
             if failing:
                 log.info("store reachable again")
             failing = False
+        await asyncio.sleep(SYNC_SPACING)
+
+
+async def _follow_the_file(cache: CachedLookup) -> None:
+    """Notice the store's file deleted or replaced (a restore from backup) under
+    the running server: a replaced file is opened in place of the old one and the
+    cache starts over from it; a deleted one fails closed until a file is back."""
+    store = cache.lookup.store
+    changed = store.file_changed()
+    if changed is None:
+        return
+    if changed == "replaced":
+        log.error("the store file %s was replaced; reopening it, the cache starts over", store.path)
+        await store.reopen()
+        cache.clear()
+        await cache.start()
+        log.info("store file %s reopened", store.path)
+    elif store.lost is None:
+        log.error("the store file %s was deleted; every key is refused until it is back",
+                  store.path)  # fmt: skip
+        await store.detach(f"the store file {store.path} was deleted")
+        cache.clear()
+        cache.last_sync = float("-inf")  # fail closed now, not after max_staleness
 
 
 async def _flush_forever(app: web.Application, interval: float) -> None:
@@ -90,7 +137,11 @@ async def _flush_forever(app: web.Application, interval: float) -> None:
             await app[USAGE].flush(app[STORE])
         except StoreError as exc:
             log.warning("usage flush failed, kept for the next one: %s", exc)
-        app[DECIDER].limiter.prune(time.time())
+        now = time.time()
+        app[AUTHORIZER].limiter.prune(now)
+        throttle = app[AUTHORIZER].invalid
+        if throttle is not None:
+            throttle.prune(now)
         app[DENIALS].tick()
 
 
@@ -123,18 +174,21 @@ def make_app(settings: Settings) -> web.Application:
         await cache.start()
         app[STORE], app[CACHE] = store, cache
         app[METRICS].cache = cache
-        app[DECIDER] = Decider(cache, settings.routes, settings.credential_headers)
+        rules = rules_of(settings)
+        limit = settings.invalid_key_limit
+        authorizer = app[AUTHORIZER] = Authorizer(
+            rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None
+        )
         trusted, denials = TrustedProxies(settings.trusted_proxies), app[DENIALS]
         app[GATES] = {
-            adapter.name: Gate(adapter, app[DECIDER], app[METRICS], app[USAGE], trusted, denials)
+            adapter.name: Gate(adapter, authorizer, app[METRICS], app[USAGE], trusted, denials)
             for adapter in ADAPTERS
         }
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
         keys.on_change.append(cache.invalidate)  # same process: at once
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
-            keys, AccountService(keys), cache, settings.routes, settings.credential_headers,
-            app[DECIDER], app[USAGE],
-        )  # fmt: skip
+            keys, AccountService(keys), authorizer, trusted, app[USAGE]
+        )
         tasks = [
             asyncio.create_task(_sync_forever(cache, settings.poll_interval)),
             asyncio.create_task(_flush_forever(app, settings.usage_flush_interval)),
@@ -157,6 +211,9 @@ def make_app(settings: Settings) -> web.Application:
     app[ADMIN_APP] = admin_app()
     if settings.admin_listen is None:
         app.add_subapp(PREFIX, app[ADMIN_APP])
+    else:
+        app[ADMIN_ROOT] = web.Application(client_max_size=64 * 1024)
+        app[ADMIN_ROOT].add_subapp(PREFIX, app[ADMIN_APP])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -176,29 +233,56 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    main: asyncio.Server | None = None
+    servers: list[asyncio.Server] = []
+    closing: list[AuthListener | GrpcListener] = [listener]
     tending = asyncio.create_task(heap.tend_forever())
     try:
-        main = await _listen(settings.listen, "listen",
-                             loop.create_server(listener, *settings.listen, reuse_port=reuse_port,
-                                                backlog=1024))  # fmt: skip
+        servers.append(await _listen(settings.listen, "listen", loop.create_server(
+            listener, *settings.listen, reuse_port=reuse_port, backlog=1024)))  # fmt: skip
         if settings.admin_listen is not None:
-            runners.append(web.AppRunner(app[ADMIN_APP], access_log=None))
+            runners.append(web.AppRunner(app[ADMIN_ROOT], access_log=None))
             await runners[1].setup()
-            site = web.TCPSite(runners[1], *settings.admin_listen, reuse_port=reuse_port)
-            await _listen(settings.admin_listen, "admin_listen", site.start())
+            assert runners[1].server is not None
+            # no auth endpoints here: the listener only screens each head before
+            # aiohttp sees it (a control byte would be logged and echoed there)
+            admin = AuthListener((), runners[1].server, None)
+            closing.append(admin)
+            servers.append(await _listen(settings.admin_listen, "admin_listen", loop.create_server(
+                admin, *settings.admin_listen, reuse_port=reuse_port)))  # fmt: skip
+        if settings.grpc_listen is not None:
+            grpc = make_grpc_listener(app, reuse_port)
+            closing.append(grpc)
+            await grpc.start(settings.grpc_listen)
         who = "" if worker is None else f"worker {worker}: "
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
         if settings.admin_listen is not None:
             log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
+        if settings.grpc_listen is not None:
+            log.info("%sext_authz gRPC on %s:%d", who, *settings.grpc_listen)
         await stop.wait()
     finally:
         tending.cancel()
-        if main is not None:
-            main.close()
-        await listener.close(SHUTDOWN_GRACE)
+        for server in servers:
+            server.close()
+        # all at once: none takes a new request while another drains
+        await asyncio.gather(*(each.close(SHUTDOWN_GRACE) for each in closing))
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
+    """The gRPC listener on the same path as the HTTP dialects (grpcio imported here)."""
+    from keystile.adapters import envoy_grpc
+    from keystile.grpc_listener import CheckService, GrpcListener
+
+    settings, authorizer = app[SETTINGS], app[AUTHORIZER]
+    judge = Judge(envoy_grpc.NAME, authorizer, app[METRICS], app[USAGE], app[DENIALS])
+    service = CheckService(judge, TrustedProxies(settings.trusted_proxies))
+
+    async def ready() -> bool:
+        return await unready(app) is None
+
+    return GrpcListener(service, ready, reuse_port)
 
 
 async def _listen(address: tuple[str, int], setting: str, bind: Awaitable[T]) -> T:

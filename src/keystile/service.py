@@ -7,24 +7,31 @@ once, inside :class:`Issued`, and never stored.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from keystile import keys
-from keystile.clientip import parse_networks
-from keystile.errors import Conflict, InvalidInput
+from keystile.errors import Conflict
+from keystile.fields import (
+    check_allowed_ips,
+    check_expiry,
+    check_grace,
+    check_limits,
+    check_metadata,
+    check_name,
+    check_owner,
+    check_scopes,
+)
 from keystile.keys import Hasher
 from keystile.store import Audit, KeyRecord, Store
 from keystile.store.records import ACTIVE
 
-SCOPE_RE = re.compile(r"[a-z0-9*][a-z0-9:._*-]{0,63}")
-MAX_NAME_LEN = 200
-MAX_METADATA_BYTES = 8192
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Judges a key as it would be stored against who is asking; raises to refuse. Called
+# with (proposed, None) for a new key and (proposed, current) for a change to one.
+Guard = Callable[[KeyRecord, KeyRecord | None], None]
 
 
 class _Unset:
@@ -52,91 +59,6 @@ class Rotation:
 def new_key_id() -> str:
     """An opaque, stable, non-secret id."""
     return "key_" + "".join(secrets.choice(keys.BASE62) for _ in range(16))
-
-
-def check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_NAME_LEN or _CONTROL_RE.search(name):
-        raise InvalidInput(
-            "name", f"{name!r} must be 1-{MAX_NAME_LEN} characters without control characters"
-        )
-    return name
-
-
-def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
-    checked = set()
-    for scope in scopes:
-        if not SCOPE_RE.fullmatch(scope):
-            raise InvalidInput(
-                "scope", f"{scope!r} is not a scope: use lower-case letters, digits and :._*-"
-            )
-        checked.add(scope)
-    return tuple(sorted(checked))
-
-
-def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    import orjson
-
-    data = dict(metadata)
-    for key in data:
-        if not isinstance(key, str) or not key.strip() or _CONTROL_RE.search(key):
-            raise InvalidInput("metadata", f"key {key!r} must be a non-empty string")
-    try:
-        size = len(orjson.dumps(data))
-    except TypeError as exc:
-        raise InvalidInput("metadata", f"not JSON-serialisable: {exc}") from None
-    if size > MAX_METADATA_BYTES:
-        raise InvalidInput("metadata", f"{size} bytes is over the limit of {MAX_METADATA_BYTES}")
-    return data
-
-
-def check_owner(owner: str | None) -> str | None:
-    if owner is None:
-        return None
-    owner = owner.strip()
-    if not owner or len(owner) > MAX_NAME_LEN or _CONTROL_RE.search(owner):
-        raise InvalidInput("owner", f"{owner!r} must be 1-{MAX_NAME_LEN} printable characters")
-    return owner
-
-
-MAX_LIMIT = 10**12
-LIMIT_NAMES = ("per_second", "per_minute", "per_hour", "per_day", "quota_day", "quota_month")
-
-
-def check_allowed_ips(items: Iterable[str] | None) -> tuple[str, ...] | None:
-    """CIDRs or addresses, normalised; None or a list holding "*" means any address."""
-    if items is None:
-        return None
-    items = list(items)
-    if "*" in items:
-        return None
-    if any(not item.strip() for item in items):
-        raise InvalidInput("allowed_ips", "entries must not be empty")
-    try:
-        return tuple(str(network) for network in parse_networks(items))
-    except ValueError as exc:
-        raise InvalidInput("allowed_ips", str(exc)) from None
-
-
-def check_limits(limits: Mapping[str, Any]) -> dict[str, int]:
-    checked = {}
-    for name, value in limits.items():
-        if name not in LIMIT_NAMES:
-            raise InvalidInput("limits", f"{name!r} is not one of {', '.join(LIMIT_NAMES)}")
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON has one number type: 60.0 is 60
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
-            raise InvalidInput(
-                f"limits.{name}", f"{value!r} must be a whole number from 1 to {MAX_LIMIT}"
-            )
-        checked[name] = value
-    return checked
-
-
-def check_expiry(expires_at: float | None, now: float) -> float | None:
-    if expires_at is not None and expires_at <= now:
-        raise InvalidInput("expires_at", "is in the past")
-    return expires_at
 
 
 class KeyService:
@@ -186,6 +108,7 @@ class KeyService:
         allowed_ips: Iterable[str] | None = None,
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
+        guard: Guard | None = None,
     ) -> Issued:
         now = self.clock()
         if user_id is not None:
@@ -201,6 +124,8 @@ class KeyService:
             allowed_ips=check_allowed_ips(allowed_ips),
             limits=check_limits(limits or {}),
         )
+        if guard is not None:
+            guard(issued.record, None)
         await self.store.insert_keys([issued.record], Audit(actor, "key.create"))
         self._changed(issued.record)
         return issued
@@ -228,6 +153,7 @@ class KeyService:
         allowed_ips: Iterable[str] | None = UNSET,
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
+        guard: Guard | None = None,
     ) -> KeyRecord:
         """Change the given fields; UNSET/None leave a field alone (None clears expiry/owner;
         allowed_ips None means any address)."""
@@ -254,6 +180,8 @@ class KeyService:
             raise Conflict(f"key {key_id} is deleted and cannot be changed")
         if not changes:
             return current
+        if guard is not None:
+            guard(replace(current, **changes), current)
         changes["updated_at"] = now
         updated = await self.store.update_key(key_id, changes, Audit(actor, "key.update"))
         self._changed(updated)
@@ -288,10 +216,12 @@ class KeyService:
         self._changed(updated)
         return updated
 
-    async def rotate(self, key_id: str, grace: float, actor: str = "cli") -> Rotation:
-        """A new key with the same settings; the old one works for ``grace`` more seconds."""
-        if grace < 0:
-            raise InvalidInput("grace", f"{grace} must not be negative")
+    async def rotate(
+        self, key_id: str, grace: float, actor: str = "cli", guard: Guard | None = None
+    ) -> Rotation:
+        """A new key with the same settings and groups; the old one works for ``grace``
+        more seconds."""
+        check_grace(grace)
         now = self.clock()
         old = await self.store.get_key(key_id)
         state = old.state(now)
@@ -312,6 +242,8 @@ class KeyService:
             allowed_ips=old.allowed_ips,
             limits=old.limits,
         )
+        if guard is not None:  # the new key is in the old one's groups and team too
+            guard(replace(issued.record, groups=old.groups, team=old.team), None)
         old_end = now + grace
         if old.expires_at is not None:
             old_end = min(old_end, old.expires_at)

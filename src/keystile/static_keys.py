@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from keystile.store.records import KeyRecord
+from keystile.model import ADMIN_SCOPE, ALL_SCOPES, KeyRecord
 
-ADMIN_SCOPE = "admin"
-ALL_SCOPES = "*"
+__all__ = ["ADMIN_SCOPE", "ALL_SCOPES", "StaticKeys"]
 
 
 def _record(key_id: str, name: str, scopes: tuple[str, ...]) -> KeyRecord:

@@ -1,51 +1,68 @@
-"""Auth requests answered straight off the socket; everything else goes to aiohttp.
+"""The main listener: auth requests answered straight off the socket, the rest to aiohttp.
 
 Behind a proxy nearly every request keystile sees is the same small thing: an
-HTTP/1.1 request to an auth endpoint, a dozen ASCII header lines, no body, on a
-kept-alive connection. aiohttp spends more on such a request (request and
-response objects, router, header checks) than keystile spends deciding it, so
-the main listener parses these itself and writes replies as bytes, built once
-per allow and per denial reason.
+HTTP/1.1 request to an auth endpoint, a dozen header lines, no body, on a
+kept-alive connection. This listener frames each request head at its blank
+line, parses it with httptools (llhttp, the C parser aiohttp itself uses),
+runs the one request path (:meth:`keystile.gate.Gate.answer`) on the spot, and
+writes replies as bytes built once per allow (kept on the key's cache entry)
+and once per denial reason.
 
-It is strict, not general. At the first request that is anything else (another
-path, another HTTP version, a body, Transfer-Encoding, Expect or Upgrade,
-non-ASCII bytes, a folded or malformed header line, no Host or two, a head over
-8 KiB) the connection, with every byte not yet consumed, goes to aiohttp, which
-serves it to the end with its full parser and its error answers.
+- Not an auth request (another path, a body, an upgrade): the connection and
+  every byte not yet consumed go to aiohttp, which serves it to the end.
+- An auth request llhttp refuses (a control byte in a header, a bare LF, a
+  duplicate Content-Length, ...): a normal denial (``malformed_request``),
+  then the connection is closed. Nothing of the request is logged or echoed.
+- HEAD gets the head of the reply and no body.
+- Backpressure: while the peer does not read (the transport's write buffer is
+  over its high-water mark) or a request waits for the store, no request is
+  parsed and reading stops once ``MAX_PENDING`` bytes are buffered; at most
+  ``MAX_BATCH`` pipelined requests are answered before other connections get
+  the loop. Memory per connection is bounded by those, and ``MAX_CONNECTIONS``
+  bounds the listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
+from functools import partial
 from http import HTTPStatus
+from typing import Any
 
+import httptools
 from multidict import CIMultiDict
 
 from keystile import reasons
 from keystile.adapters.base import Inbound, Reply, rate_headers
-from keystile.decide import Decision, Facts, refusal
-from keystile.gate import Gate
+from keystile.cache import Entry
+from keystile.decide import Decision, refusal
+from keystile.eager import run_eagerly
+from keystile.gate import Answer, Gate
 from keystile.metrics import Metrics
-from keystile.reasons import Reason
-from keystile.store import Unknown
 
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's line limit)
-MAX_PENDING = 65536  # bytes read ahead while a request waits for the store
+MAX_PENDING = 65536  # bytes read ahead while a request waits or the peer does not read
+MAX_BATCH = 64  # pipelined requests answered in one go before yielding the loop
+MAX_CONNECTIONS = 4096  # open connections; more are closed at once
 IDLE_TIMEOUT = 60  # seconds: a connection without a request for 1-2 of these is closed
 
 log = logging.getLogger("keystile.wire")
 
-_REQUEST_LINE = re.compile(r"([A-Z]{1,20}) (/auth/[!-~]*) HTTP/1\.1")
-# one whole header line: token, colon, value without surrounding blanks, CRLF
-_FIELD = re.compile(
-    r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[!-~](?:[\t -~]*[!-~])?)?)[ \t]*\r\n", re.M
-)
 _CLOSE = b"Connection: close\r\n"
+_AUTH = b"/auth/"
+# bytes no header line may hold (HTAB is allowed); checked before aiohttp sees a head
+_CONTROL = bytes(range(0x20)).replace(b"\t", b"").replace(b"\r", b"").replace(b"\n", b"") + b"\x7f"
+_BAD_BODY = (
+    b'{"error":{"message":"Malformed request.","type":"invalid_request_error",'
+    b'"code":"bad_request"}}'
+)
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BAD_BODY), _BAD_BODY)
+)
 
 
 def encode_head(reply: Reply) -> bytes:
@@ -90,7 +107,7 @@ class AuthListener:
         self,
         gates: Iterable[Gate],
         fallback: Callable[[], asyncio.Protocol],
-        metrics: Metrics,
+        metrics: Metrics | None,  # None: hand-overs are not counted (the admin listener)
         idle_timeout: int = IDLE_TIMEOUT,
     ) -> None:
         self.endpoints = Endpoints(gates)
@@ -98,9 +115,10 @@ class AuthListener:
         self.idle_timeout = idle_timeout
         self.fallback = fallback  # aiohttp's protocol factory
         self.connections: set[AuthProtocol] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.denials: dict[tuple[str, Reason], tuple[bytes, bytes]] = {}
+        self.tasks: set[asyncio.Future[Answer]] = set()
+        self.denials: dict[tuple[str, reasons.Reason], tuple[bytes, bytes]] = {}
         self.date = b""
+        self.draining = False  # shutting down: answer what is in flight, take nothing new
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
         self._tick()
@@ -108,61 +126,28 @@ class AuthListener:
     def __call__(self) -> AuthProtocol:
         return AuthProtocol(self)
 
-    def parse(self, head: bytes, peer: str | None) -> tuple[Gate, Inbound, bool] | None:
-        """(gate, request, close after) for a request served here, None for aiohttp's.
-
-        ``head`` is the request line and header lines, each ending in CRLF."""
-        if not head.isascii():
-            return None
-        text = head.decode("ascii")
-        line_end = text.find("\r\n")
-        line = _REQUEST_LINE.fullmatch(text, 0, line_end)
-        if line is None:
-            return None
-        method, target = line.group(1, 2)
-        gate = self.endpoints.find(target)
-        if gate is None:
-            return None
-        fields = text[line_end + 2 :]
-        pairs = _FIELD.findall(fields)
-        lines = len(pairs)
-        if not lines == fields.count("\r\n") == fields.count("\n") == fields.count("\r"):
-            return None  # a line that is not a plain header line, or a stray CR or LF
-        headers = CIMultiDict(pairs)
-        hosts = headers.getall("Host", ())
-        if len(hosts) != 1 or "Transfer-Encoding" in headers or "Expect" in headers:
-            return None
-        if "Content-Length" in headers and headers.getall("Content-Length") != ["0"]:
-            return None
-        close = False
-        if "Connection" in headers or "Upgrade" in headers:
-            tokens = {
-                t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")
-            }
-            if "upgrade" in tokens or "Upgrade" in headers:
-                return None
-            close = "close" in tokens
-        return gate, Inbound(method, target, hosts[0], headers, peer), close
-
-    def encoded(self, gate: Gate, decision: Decision) -> tuple[bytes, bytes]:
+    def encoded(self, gate: Gate, decision: Decision, entry: Entry | None) -> tuple[bytes, bytes]:
         """(head, body) of the reply, the head without Date and the blank line.
 
-        An allow's head is built once per record, route and adapter (and kept on
-        the record), a denial's once per reason: the promise of
-        :class:`~keystile.adapters.base.Adapter`. Only a rate limit's figures are
+        An allow's head is built once per key, adapter and route, and kept on the
+        key's cache entry (freed with it); a denial's once per adapter and reason
+        (a denial never carries a key's data). Only rate-limit figures are
         written per request."""
         reason = decision.reason
         record = decision.record
-        if reason is None and record is not None:
-            memo_key = (gate.adapter.name, decision.route)
-            hit = record.memo.get(memo_key)
-            if hit is None:
-                reply = gate.render(decision)
-                hit = record.memo[memo_key] = (encode_head(reply), reply.body)
+        if reason is None and record is not None and entry is not None:
+            name, route = gate.adapter.name, decision.route
+            head = entry.reply(name, route)
+            if head is None:
+                reply = gate.render(decision, gate.rules.grant(record, route))
+                if reply.body:  # no dialect sends a body with an allow; never kept if one did
+                    return encode_head(reply), reply.body
+                head = encode_head(reply)
+                entry.keep(name, route, head)
             if decision.rate is None:
-                return hit
+                return head, b""
             figures = "".join([f"{name}: {value}\r\n" for name, value in rate_headers(decision)])
-            return hit[0] + figures.encode(), hit[1]
+            return head + figures.encode(), b""
         if reason is None or decision.rate is not None or decision.retry_after is not None:
             reply = gate.reply(decision)
             return encode_head(reply), reply.body
@@ -182,9 +167,16 @@ class AuthListener:
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     async def close(self, grace: float) -> None:
-        """Stop the upkeep; finish requests in flight (up to ``grace`` s); close the rest."""
+        """Stop deciding: no request not yet started is taken (idle connections close
+        at once, busy ones after their answer); requests in flight finish (up to
+        ``grace`` s); then the rest close. So the usage flush that follows counts
+        every request a client was answered."""
         if self._ticker is not None:
             self._ticker.cancel()
+        self.draining = True
+        for connection in list(self.connections):
+            if not connection.waiting:
+                connection.close()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace)
         for connection in list(self.connections):
@@ -199,13 +191,30 @@ class AuthProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.buffer = b""
-        self.waiting = False  # a request is waiting for the store; later ones queue
+        self.parser: Any = None  # httptools.HttpRequestParser, made at the first request
+        self.waiting = False  # a request waits for the store; later ones queue
+        self.write_paused = False  # the peer does not read: answer nothing more
+        self.read_paused = False
+        self.scheduled = False  # process() is queued on the loop (after a full batch)
         self.closing = False
         self.requests = 0
         self.swept_at = 0
+        # the request being parsed
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._complete = False
+        self._keep_alive = True
+        self._method = b""
+
+    # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.listener.draining or len(self.listener.connections) >= MAX_CONNECTIONS:
+            if not self.listener.draining:
+                log.warning("over %d connections: one closed at once", MAX_CONNECTIONS)
+            transport.close()
+            return
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else None
         self.listener.connections.add(self)
@@ -215,91 +224,192 @@ class AuthProtocol(asyncio.Protocol):
         self.transport = None
         self.buffer = b""
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.process()
+
     def data_received(self, data: bytes) -> None:
+        if self.listener.draining:
+            return  # shutting down: nothing new is decided
         self.buffer = self.buffer + data if self.buffer else data
-        if self.waiting:
-            if len(self.buffer) > MAX_PENDING and self.transport is not None:
-                self.transport.pause_reading()
+        if self.waiting or self.write_paused or self.scheduled:
+            self._hold()
             return
         self.process()
 
+    # -- httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        # read here: llhttp resets both once the message is complete
+        self._keep_alive = self.parser.should_keep_alive()
+        self._method = self.parser.get_method()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    # -- serving
+
+    def _hold(self) -> None:
+        """Stop reading once enough is buffered while nothing can be answered."""
+        if len(self.buffer) > MAX_PENDING and not self.read_paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.read_paused = True
+
     def process(self) -> None:
-        listener = self.listener
-        while self.buffer and not self.closing:
-            buffer = self.buffer
-            end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-            if end < 0:  # incomplete, or not ours: too long, or a bare LF (aiohttp decides)
-                if len(buffer) > MAX_HEAD + 3 or buffer.count(b"\n") != buffer.count(b"\r\n"):
-                    self.hand_over()
-                return
-            parsed = listener.parse(buffer[: end + 2], self.peer)
-            if parsed is None:
-                self.hand_over()
-                return
-            gate, request, close = parsed
-            self.buffer = buffer[end + 4 :]
-            self.requests += 1
-            started = time.perf_counter()
-            facts: Facts | None = None
-            try:
-                facts = gate.facts(request, gate.trusted)
-                decision = gate.decider.decide_now(facts)
-            except Exception:
-                log.exception("auth request failed; answered 503")
-                decision = refusal(reasons.UNAVAILABLE)
-            if isinstance(decision, Unknown):
-                assert facts is not None
-                self.waiting = True
-                task = asyncio.get_running_loop().create_task(
-                    self.later(gate, facts, started, close)
-                )
-                listener.tasks.add(task)
-                task.add_done_callback(listener.tasks.discard)
-                return
-            if facts is not None:
-                gate.done(facts, decision, started)
-            self.reply(gate, decision, close)
+        """Answer the buffered requests, in order, until one waits or the peer stops reading."""
+        self.scheduled = False
+        served = 0
+        while self.buffer and not (self.closing or self.waiting or self.write_paused):
+            if served == MAX_BATCH:  # let other connections have the loop
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self.process)
+                break
+            if not self.next_request():
+                break
+            served += 1
+        if self.read_paused and len(self.buffer) <= MAX_PENDING and self.transport is not None:
+            if not (self.waiting or self.write_paused):
+                self.read_paused = False
+                self.transport.resume_reading()
+        elif not self.closing:
+            self._hold()
 
-    async def later(self, gate: Gate, facts: Facts, started: float, close: bool) -> None:
-        """A request that needs the store; the connection's next requests wait for it."""
+    def next_request(self) -> bool:
+        """Parse and answer the first buffered request; False when nothing more can be done."""
+        buffer = self.buffer
+        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        line_end = buffer.find(b"\r\n", 0, MAX_HEAD)
+        line = buffer[: line_end if line_end >= 0 else MAX_HEAD]
+        target = line.split(b" ", 2)[1] if line.count(b" ") >= 2 else b""
+        gate = self.listener.endpoints.find(target.decode("latin-1")) if target.startswith(
+            _AUTH) else None  # fmt: skip
+        if end < 0:  # incomplete, too long, or ended by bare LFs
+            if len(buffer) > MAX_HEAD + 3 or buffer.count(b"\n") != buffer.count(b"\r\n"):
+                if gate is None:
+                    self.hand_over()  # aiohttp answers 431
+                else:
+                    self.malformed(gate)
+            return False
+        if gate is None:
+            self.hand_over()
+            return False
+        head = buffer[: end + 4]
         try:
-            decision = await gate.decider.decide(facts)
-        except Exception:
-            log.exception("auth request failed; answered 503")
-            decision = refusal(reasons.UNAVAILABLE)
-        gate.done(facts, decision, started)
-        self.waiting = False
-        if self.transport is None:
-            return
-        self.reply(gate, decision, close)
-        if not self.closing:
-            self.transport.resume_reading()
-            self.process()
+            self.parse(head)
+        except httptools.HttpParserUpgrade:
+            self.hand_over()
+            return False
+        except httptools.HttpParserError:
+            self.malformed(gate)
+            return False
+        if not self._complete:  # a body follows: aiohttp's
+            self.hand_over()
+            return False
+        self.buffer = buffer[end + 4 :]
+        headers = CIMultiDict(self._headers)
+        hosts = headers.getall("Host", ())
+        if len(hosts) != 1:
+            self.malformed(gate)
+            return False
+        self.requests += 1
+        method = self._method.decode("ascii")
+        close = not self._keep_alive
+        inbound = Inbound(method, self._url.decode("latin-1"), hosts[0], headers, self.peer)
+        answer = run_eagerly(gate.answer(inbound))
+        head_only = method == "HEAD"
+        if isinstance(answer, asyncio.Future):
+            self.waiting = True
+            self.listener.tasks.add(answer)
+            answer.add_done_callback(partial(self.answered, gate, head_only, close))
+            return False
+        self.reply(gate, answer, head_only, close)
+        return True
 
-    def reply(self, gate: Gate, decision: Decision, close: bool) -> None:
+    def parse(self, head: bytes) -> None:
+        """Feed one request head to llhttp; raises its errors."""
+        self._url = b""
+        self._headers = []
+        self._complete = False
+        if self.parser is None:
+            self.parser = httptools.HttpRequestParser(self)
+        self.parser.feed_data(head)
+
+    def answered(
+        self, gate: Gate, head_only: bool, close: bool, task: asyncio.Future[Answer]
+    ) -> None:
+        """A request that waited for the store is decided; go on with the next ones."""
+        self.listener.tasks.discard(task)
+        self.waiting = False
+        if self.transport is None or task.cancelled():
+            return
+        self.reply(gate, task.result(), head_only, close)  # Gate.answer never raises
+        if self.listener.draining:
+            self.close()
+            return
+        self.process()
+
+    def reply(self, gate: Gate, answer: Answer, head_only: bool, close: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        decision, entry = answer
         try:
-            head, body = self.listener.encoded(gate, decision)
+            head, body = self.listener.encoded(gate, decision, entry)
         except Exception:
-            log.exception("auth reply failed; answered 503")
-            head, body = self.listener.encoded(gate, refusal(reasons.UNAVAILABLE))
+            log.exception("auth reply failed; refused (503)")
+            head, body = self.listener.encoded(gate, refusal(reasons.INTERNAL_ERROR), None)
+        if head_only:
+            body = b""
         if close:
-            transport.write(head + self.listener.date + _CLOSE + b"\r\n" + body)
+            transport.write(b"".join((head, self.listener.date, _CLOSE, b"\r\n", body)))
             self.close()
         else:
-            transport.write(head + self.listener.date + b"\r\n" + body)
+            transport.write(b"".join((head, self.listener.date, b"\r\n", body)))
 
-    def hand_over(self) -> None:
-        """From now on aiohttp serves this connection, starting with the unread bytes."""
+    def malformed(self, gate: Gate | None) -> None:
+        """A request llhttp refuses: a denial for an auth endpoint, else a bare 400.
+        Nothing of it is logged or echoed (a header may hold a key); then close."""
         transport = self.transport
         if transport is None:
             return
+        if gate is None:
+            transport.write(_BAD_REQUEST)
+        else:
+            decision = refusal(reasons.MALFORMED_REQUEST)
+            gate.observe(decision, 0.0)
+            head, body = self.listener.encoded(gate, decision, None)
+            transport.write(b"".join((head, self.listener.date, _CLOSE, b"\r\n", body)))
+        self.close()
+
+    def hand_over(self) -> None:
+        """From now on aiohttp serves this connection, starting with the unread bytes.
+
+        A head with a control byte never reaches aiohttp: it would log the whole
+        offending line (which may hold a key) and echo it in its 400 body."""
+        transport = self.transport
+        if transport is None:
+            return
+        buffer = self.buffer
+        head = buffer[: buffer.find(b"\r\n\r\n")] if b"\r\n\r\n" in buffer else buffer
+        if head.translate(None, _CONTROL) != head:
+            self.malformed(None)
+            return
         self.listener.connections.discard(self)
-        self.listener.metrics.handovers += 1
+        if self.listener.metrics is not None:
+            self.listener.metrics.handovers += 1
         self.transport = None
-        buffer, self.buffer = self.buffer, b""
+        self.buffer = b""
+        if self.read_paused:
+            transport.resume_reading()
         protocol = self.listener.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -314,5 +424,6 @@ class AuthProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing = True
+        self.buffer = b""
         if self.transport is not None:
             self.transport.close()

@@ -5,7 +5,7 @@ from multidict import CIMultiDict
 
 from keystile.adapters.base import Inbound, Reply
 from keystile.clientip import TrustedProxies, parse_networks
-from keystile.decide import Decision
+from keystile.decide import Decision, Grant
 
 TRUSTED = TrustedProxies(parse_networks(["127.0.0.0/8"]))
 
@@ -22,11 +22,13 @@ class Seen(NamedTuple):
     body: bytes
 
 
-def viewing(render: Callable[[Decision], Reply]) -> Callable[[Decision], Seen]:
+def viewing(
+    render: Callable[[Decision, Grant | None], Reply],
+) -> Callable[..., Seen]:
     """The adapter's renderer, its reply's headers looked up case-insensitively."""
 
-    def view(decision: Decision) -> Seen:
-        reply = render(decision)
+    def view(decision: Decision, grant: Grant | None = None) -> Seen:
+        reply = render(decision, grant)
         return Seen(reply.status, CIMultiDict(reply.headers), reply.body)
 
     return view

@@ -5,7 +5,7 @@ import orjson
 from keystile import reasons
 from keystile.adapters.envoy_http import REMOVE_HEADER, facts
 from keystile.adapters.envoy_http import render as render_reply
-from keystile.decide import Decision
+from keystile.decide import Decision, Grant
 
 from .conftest import TRUSTED, mocked, viewing
 
@@ -22,13 +22,12 @@ def test_target_is_what_follows_the_prefix_undecoded() -> None:
 
 def test_untrusted_peer_gets_no_target() -> None:
     request = mocked("GET", "/auth/envoy/v1/chat", {}, peer="203.0.113.9")
-    assert facts(request, TRUSTED).target is None
+    assert not facts(request, TRUSTED).trusted
 
 
 def test_allow_is_exactly_200_and_removes_unset_managed_headers() -> None:
-    decision = Decision(None, upstream=(("Authorization", "Bearer up"),),
-                        strip=("x-api-key", "x-keystile-owner"))  # fmt: skip
-    response = render(decision)
+    grant = Grant((("Authorization", "Bearer up"),), ("x-api-key", "x-keystile-owner"))
+    response = render(Decision(None), grant)
     assert response.status == 200
     assert response.headers["Authorization"] == "Bearer up"
     assert response.headers[REMOVE_HEADER] == "x-api-key,x-keystile-owner"
@@ -42,4 +41,5 @@ def test_denials_keep_their_status_and_carry_only_safe_headers() -> None:
         assert orjson.loads(response.body)["error"]["code"] == reason.code
         names = {name.lower() for name in response.headers}
         assert names <= {"www-authenticate", "retry-after", "content-type", "cache-control",
+                         "x-keystile-detail",
                          "x-keystile-reason"}, names  # fmt: skip

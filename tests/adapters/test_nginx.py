@@ -4,7 +4,7 @@ import orjson
 
 from keystile import reasons
 from keystile.adapters.nginx import render as render_reply
-from keystile.decide import Decision
+from keystile.decide import Decision, Grant
 
 from .conftest import viewing
 
@@ -12,7 +12,7 @@ render = viewing(render_reply)
 
 
 def test_allow_is_200_with_upstream_headers() -> None:
-    response = render(Decision(None, upstream=(("X-Keystile-Key-Id", "key_1"), ("A", "b"))))
+    response = render(Decision(None), Grant((("X-Keystile-Key-Id", "key_1"), ("A", "b")), ()))
     assert response.status == 200
     assert response.headers["X-Keystile-Key-Id"] == "key_1" and response.headers["A"] == "b"
 

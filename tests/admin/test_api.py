@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from keystile import config
 from keystile.admin import ENDPOINTS, PREFIX
-from keystile.server import ADMIN_APP, make_app
+from keystile.server import ADMIN_APP, ADMIN_ROOT, make_app
 
 ADMIN = "admin-key-for-tests-0123456789"
 CONFIG = """
@@ -174,7 +174,7 @@ async def test_who_may_call(client: TestClient) -> None:
         ("POST", "/keys", {"json": {"scopes": ["chat"]}}, 422, "name"),
         ("POST", "/keys", {"json": {"name": "x", "expires_in": "soon"}}, 422, "expires_in"),
         ("POST", "/keys", {"json": {"name": "x", "expires_at": "2001-01-01"}}, 422, "expires_at"),
-        ("POST", "/keys", {"json": {"name": "x", "scopes": ["Bad Scope"]}}, 422, "scope"),
+        ("POST", "/keys", {"json": {"name": "x", "scopes": ["Bad Scope"]}}, 422, "scopes"),
         ("POST", "/keys", {"json": {"name": "x", "allowed_ips": ["10.0.0.300"]}}, 422,
          "allowed_ips"),
         ("POST", "/keys", {"json": {"name": "x", "limits": {"per_minute": 0}}}, 422,
@@ -242,6 +242,12 @@ async def test_separate_admin_listener_keeps_the_api_off_the_main_port(
     client = await aiohttp_client(app)
     assert (await client.get(PREFIX + "/keys", headers=auth())).status == 404
     assert (await client.get("/healthz")).status == 200
+    # the admin listener serves the API under /api/v1, as its OpenAPI document says
+    admin = await aiohttp_client(app[ADMIN_ROOT])
+    assert (await admin.get(PREFIX + "/keys", headers=auth())).status == 200
+    spec = await (await admin.get(PREFIX + "/openapi.json")).json()
+    assert spec["openapi"] == "3.1.0"
+    assert (await admin.get("/keys", headers=auth())).status == 404
 
 
 async def test_usage_and_explain(client: TestClient) -> None:
@@ -290,3 +296,33 @@ async def test_team_allowlist_applies_to_its_keys(client: TestClient) -> None:
     assert audit["data"][0]["after"]["team_id"] == team["id"]
     await call(client, "PATCH", f"/teams/{team['id']}", 200, json={"allowed_ips": None})
     assert await nginx_status(client, key["key"]) == 200  # same process: at once
+
+
+@pytest.mark.parametrize("scope", ["admin", "keys:self"])
+async def test_the_caller_key_is_held_to_its_allowlist_state_and_limits(
+    client: TestClient, scope: str
+) -> None:
+    """The admin API judges its caller by the same core as the auth path."""
+    fenced = await call(client, "POST", "/keys", 201,
+                        json={"name": "fenced", "scopes": [scope],
+                              "allowed_ips": ["10.0.0.0/8"]})  # fmt: skip
+    denied = await client.get(PREFIX + "/keys", headers=auth(fenced["key"]))
+    assert denied.status == 403 and (await denied.json())["error"]["code"] == "ip_not_allowed"
+    limited = await call(client, "POST", "/keys", 201,
+                         json={"name": "slow", "scopes": [scope],
+                               "limits": {"per_minute": 2}})  # fmt: skip
+    statuses = [(await client.get(PREFIX + "/keys", headers=auth(limited["key"]))).status
+                for _ in range(3)]  # fmt: skip
+    assert statuses == [200, 200, 429]
+    await call(client, "POST", f"/keys/{limited['id']}/revoke", 200)
+    revoked = await client.get(PREFIX + "/keys", headers=auth(limited["key"]))
+    assert revoked.status == 401 and (await revoked.json())["error"]["code"] == "revoked_api_key"
+
+
+async def test_a_created_key_shows_its_team_as_a_later_get_does(client: TestClient) -> None:
+    team = await call(client, "POST", "/teams", 201, json={"name": "t-shown"})
+    user = await call(client, "POST", "/users", 201,
+                      json={"external_id": "bo@example.com", "team_id": team["id"]})  # fmt: skip
+    made = await call(client, "POST", "/keys", 201, json={"name": "k", "user_id": user["id"]})
+    shown = await call(client, "GET", f"/keys/{made['id']}", 200)
+    assert made["team_id"] == shown["team_id"] == team["id"]

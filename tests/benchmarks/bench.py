@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.bench            # full: 5 rounds x 10 s per scenario
     python -m tests.benchmarks.bench --smoke    # a few seconds: keeps the harness alive
+    python -m tests.benchmarks.bench --baseline ../old-checkout   # before and after, one run
 
 Scenarios, interleaved round by round so that machine noise hits all alike, for
 nginx (1 worker) and Envoy (concurrency 1):
@@ -10,6 +11,8 @@ nginx (1 worker) and Envoy (concurrency 1):
   <proxy>-keystile  the shipped config, auth by `keystile serve` with a route that
                     requires a scope and injects the upstream credential, a rate limit
                     high enough never to trip, usage accounting and metrics
+  <proxy>-baseline  the same, served by another checkout's keystile (--baseline DIR,
+                    a checkout with its own .venv): before/after ratios from one run
 Every scenario must answer 2xx to every request, or the run fails.
 """
 
@@ -153,6 +156,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout (with .venv) whose keystile runs as <proxy>-baseline",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.seconds = 1, 1.0
@@ -176,6 +185,11 @@ def main() -> int:
         two = Keystile(workdir, {**env, "KEYSTILE_WORKERS": "2"})
         two.start()
         stack.callback(two.stop)
+        baseline = None
+        if args.baseline is not None:
+            baseline = Keystile(workdir, env, args.baseline / ".venv" / "bin" / "keystile")
+            baseline.start()
+            stack.callback(baseline.stop)
 
         upstream = stack.enter_context(
             plain_nginx(workdir, "upstream", UPSTREAM_CONF.format(port=(up := free_port())), up)
@@ -204,6 +218,11 @@ def main() -> int:
             ),
             "envoy-keystile2w": stack.enter_context(shipped("envoy", workdir, two.port, upstream)),
         }
+        if baseline is not None:
+            for kind in ("nginx", "envoy"):
+                scenarios[f"{kind}-baseline"] = stack.enter_context(
+                    shipped(kind, workdir, baseline.port, upstream)
+                )
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
         for port in scenarios.values():  # warm-up
             wrk(port, "/v1/chat/completions", key, 1, args.connections)

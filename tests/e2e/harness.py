@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,7 +88,8 @@ class Seen:
 
 @dataclass
 class Upstream:
-    """An HTTP server that records every request and answers 200 {"ok": true}."""
+    """An HTTP server that records every request and answers 200 {"ok": true}, or, for a
+    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
@@ -105,12 +107,18 @@ class Upstream:
                 recorder.seen.append(
                     Seen(self.command, self.path, list(self.headers.items()), body)
                 )
+                status = 200
                 payload = b'{"ok": true}'
-                self.send_response(200)
+                answer = re.search(r"/status/([1-5][0-9][0-9])$", self.path.split("?")[0])
+                if answer:
+                    status = int(answer.group(1))
+                    payload = b'{"upstream_status": %d}' % status
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":  # a body after HEAD desynchronises the proxy
+                    self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
@@ -132,21 +140,35 @@ class Upstream:
 class Keystile:
     """``keystile serve`` as users run it: the real console script."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, env: Mapping[str, str], binary: Path = KEYSTILE, grpc: bool = False
+    ) -> None:
+        self.binary = binary  # another checkout's keystile, for before/after benchmarks
         self.port = free_port()
+        self.grpc_port = free_port() if grpc else None  # KEYSTILE_GRPC_LISTEN's
         self.workdir = workdir
         self.log_path = workdir / f"keystile-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
         self.env.update(env)
         self.env["KEYSTILE_LISTEN"] = f"127.0.0.1:{self.port}"
+        self.env.pop("KEYSTILE_GRPC_LISTEN", None)
+        if self.grpc_port is not None:
+            self.env["KEYSTILE_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def check_port(self) -> int:
+        """Where the proxy sends its checks: the gRPC listener's port, or the main one."""
+        return self.port if self.grpc_port is None else self.grpc_port
 
     def start(self) -> Keystile:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([str(KEYSTILE), "serve"], env=self.env, stdout=log,
+            self.proc = subprocess.Popen([str(self.binary), "serve"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT)  # fmt: skip
         try:
             wait_for_port(self.port, proc=self.proc)
+            if self.grpc_port is not None:
+                wait_for_port(self.grpc_port, proc=self.proc)
         except (RuntimeError, TimeoutError):
             self.stop()
             raise RuntimeError("keystile failed to start:\n" + self.log()) from None
@@ -157,7 +179,9 @@ class Keystile:
         self.proc = None
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(KEYSTILE), *args], env=self.env, capture_output=True,
+        # tests make keys before the first serve: they ask for the store explicitly
+        return subprocess.run([str(KEYSTILE), "--create-store", *args], env=self.env,
+                              capture_output=True,
                               text=True, check=True, timeout=60)  # fmt: skip
 
     def log(self) -> str:
@@ -180,14 +204,17 @@ class Proxy:
         self.prefix = workdir / f"{kind}-{self.port}"
         spec = SHIPPED[kind]
         source = ROOT / spec["source"]
-        if source.is_dir():
-            shutil.copytree(source, self.prefix)
+        if source.is_dir():  # without what a proxy run from the checkout left there
+            shutil.copytree(source, self.prefix,
+                            ignore=shutil.ignore_patterns("*.pid", "*.log", "*_temp"))  # fmt: skip
         else:
             self.prefix.mkdir(parents=True)
             shutil.copy(source, self.prefix / source.name)
         self.config = self.prefix / spec["config"]
         replacements = {
-            spec["keystile"]: spec["keystile"].replace("8700", str(keystile_port)),
+            spec["keystile"]: spec["keystile"].replace(
+                spec.get("keystile_port", "8700"), str(keystile_port)
+            ),
             spec["listen"]: spec["listen"].replace(spec["listen_port"], str(self.port)),
             spec["upstream"]: spec["upstream"].replace("9000", str(upstream_port)),
             **{
@@ -208,11 +235,10 @@ class Proxy:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        if self.kind == "nginx":
-            globals_ = (f"daemon off; pid {self.prefix}/nginx.pid; "
-                        f"error_log {self.prefix}/proxy-error.log warn;")  # fmt: skip
-            return [self.binary, "-p", str(self.prefix), "-c", self.config.name, "-g", globals_]
-        if self.kind == "envoy":
+        if self.kind == "nginx":  # pid and logs: where the shipped nginx.conf puts them
+            return [self.binary, "-p", str(self.prefix), "-c", self.config.name,
+                    "-g", "daemon off;"]  # fmt: skip
+        if self.kind in ("envoy", "envoy-grpc"):
             return [self.binary, "-c", str(self.config), "--concurrency", "1",
                     "--use-dynamic-base-id", "--log-level", "warn"]  # fmt: skip
         return [self.binary, "run", "--config", str(self.config), "--adapter", "caddyfile"]
@@ -235,11 +261,11 @@ class Proxy:
         stop_process(self.proc, signal.SIGQUIT if self.kind == "nginx" else signal.SIGTERM)
 
     def log(self) -> str:
-        logs = [self.log_path, self.prefix / "proxy-error.log"]
+        logs = [self.log_path, self.prefix / "error.log", self.prefix / "access.log"]
         return "".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
-BINARIES = {"nginx": "nginx", "envoy": "envoy", "caddy": "caddy"}
+BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": "caddy"}
 SHIPPED: dict[str, dict[str, Any]] = {
     "nginx": {"source": "nginx", "config": "nginx.conf", "keystile": "127.0.0.1:8700",
               "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000"},
@@ -247,6 +273,11 @@ SHIPPED: dict[str, dict[str, Any]] = {
               "keystile": "port_value: 8700", "listen": "port_value: 10000",
               "listen_port": "10000", "upstream": "port_value: 9000",
               "extra": {"port_value: 9901": "9901", "uri: http://127.0.0.1:8700": "8700"}},
+    # keystile's gRPC listener (KEYSTILE_GRPC_LISTEN) is the keystile port here
+    "envoy-grpc": {"source": "envoy/envoy-grpc.yaml", "config": "envoy-grpc.yaml", "grpc": True,
+                   "keystile": "port_value: 8701", "keystile_port": "8701",
+                   "listen": "port_value: 10000", "listen_port": "10000",
+                   "upstream": "port_value: 9000", "extra": {"port_value: 9901": "9901"}},
     "caddy": {"source": "deploy/caddy/Caddyfile", "config": "Caddyfile",
               "keystile": "127.0.0.1:8700", "listen": "http://127.0.0.1:8081",
               "listen_port": "8081", "upstream": "127.0.0.1:9000"},
@@ -296,11 +327,11 @@ class Stack:
 
 def running_stack(workdir: Path, env: Mapping[str, str], kind: str = "nginx") -> Iterator[Stack]:
     upstream = Upstream().start()
-    keystile = Keystile(workdir, env)
+    keystile = Keystile(workdir, env, grpc=SHIPPED[kind].get("grpc", False))
     proxy: Proxy | None = None
     try:
         keystile.start()
-        proxy = Proxy(kind, workdir, keystile.port, upstream.port).start()
+        proxy = Proxy(kind, workdir, keystile.check_port, upstream.port).start()
         yield Stack(upstream, keystile, proxy)
     finally:
         if proxy is not None:

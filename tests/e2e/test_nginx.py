@@ -3,16 +3,33 @@ proxy shares are in test_proxies.py."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.e2e.harness import Reply, Stack, Upstream, request, running_stack
+from tests.e2e.harness import (
+    ROOT,
+    Keystile,
+    Proxy,
+    Reply,
+    Stack,
+    Upstream,
+    request,
+    running_stack,
+    wait_for_port,
+)
 from tests.e2e.test_proxies import CONFIG, UPSTREAM_SECRET, create_key
 
 
@@ -149,3 +166,111 @@ def test_no_secret_in_keystile_or_nginx_logs(stack: Stack, chat_key: tuple[str, 
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+NGINX_WRITES = ["nginx.pid", "error.log", "access.log", "client_body_temp", "proxy_temp",
+                "fastcgi_temp", "uwsgi_temp", "scgi_temp"]  # fmt: skip
+
+
+def unprivileged_user() -> pwd.struct_passwd | None:
+    """Whom to run nginx as: ``nobody`` when the tests run as root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("the tests run as root and there is no user 'nobody' to run nginx as")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie left for a reaper that never comes does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_shipped_nginx_conf_runs_unprivileged_from_its_prefix_and_stops_with_quit(
+    tmp_path: Path,
+) -> None:
+    # docs/nginx.md's commands, as any user: start (nginx goes to the background),
+    # reload, stop with -s quit. The prefix is the shipped folder with only the ports
+    # changed, owned by that user, in a folder it can reach (pytest's tmp_path is
+    # root's alone).
+    guide = (ROOT / "docs" / "nginx.md").read_text()
+    for step in ("", " -s reload", " -s quit"):
+        assert f'nginx -p "$PWD/nginx" -c nginx.conf{step}' in guide, step
+    user = unprivileged_user()
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    (tmp_path / "keystile.toml").write_text(CONFIG)
+    env = {"KEYSTILE_DB": str(tmp_path / "keystile.db"),
+           "KEYSTILE_CONFIG": str(tmp_path / "keystile.toml"),
+           "E2E_UPSTREAM_KEY": UPSTREAM_SECRET}  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="keystile-nginx-"))
+    upstream = Upstream().start()
+    keystile = Keystile(tmp_path, env)
+    master = 0
+    try:
+        keystile.start()
+        _, key = create_key(keystile, "--name", "chat", "--scope", "chat")
+        proxy = Proxy("nginx", workdir, keystile.port, upstream.port)
+        prefix = proxy.prefix
+        if user is not None:
+            for path in [workdir, *workdir.rglob("*")]:
+                os.chown(path, user.pw_uid, user.pw_gid)
+        nginx = [proxy.binary, "-p", str(prefix), "-c", "nginx.conf"]
+
+        started = subprocess.run(nginx, capture_output=True, text=True, timeout=30, **as_user)
+        assert started.returncode == 0, started.stdout + started.stderr
+        pid_file = prefix / "nginx.pid"
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()), sorted(
+            p.name for p in prefix.iterdir()
+        )
+        master = int(pid_file.read_text())
+        wait_for_port(proxy.port)
+        if user is not None:
+            uids = Path(f"/proc/{master}/status").read_text().split("\nUid:\t")[1].split()
+            assert int(uids[0]) == user.pw_uid, uids  # the master itself is unprivileged
+
+        reply = request(proxy.port, "GET", "/v1/chat/x", [("x-api-key", key)])
+        assert reply.status == 200, reply.text()
+        assert len(upstream.seen) == 1
+        assert sorted(NGINX_WRITES) == sorted(
+            p.name for p in prefix.iterdir() if p.name in NGINX_WRITES
+        )
+        # nginx logs a request just after answering it
+        assert wait_until(lambda: "/v1/chat/x" in (prefix / "access.log").read_text())
+
+        reloaded = subprocess.run([*nginx, "-s", "reload"], capture_output=True, text=True,
+                                  timeout=30, **as_user)  # fmt: skip
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        reply = request(proxy.port, "GET", "/v1/chat/x", [("x-api-key", key)])
+        assert reply.status == 200, reply.text()
+        assert alive(master)  # a reload keeps the master
+
+        stopped = subprocess.run([*nginx, "-s", "quit"], capture_output=True, text=True,
+                                 timeout=30, **as_user)  # fmt: skip
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert wait_until(lambda: not alive(master)), f"nginx {master} still runs after -s quit"
+        assert wait_until(lambda: not pid_file.exists())
+        assert "[emerg]" not in (prefix / "error.log").read_text()
+    finally:
+        if master and alive(master):  # the test failed: stop it as `-s stop` would, workers too
+            os.kill(master, signal.SIGTERM)
+            if not wait_until(lambda: not alive(master)):
+                os.kill(master, signal.SIGKILL)
+        keystile.stop()
+        upstream.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

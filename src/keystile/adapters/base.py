@@ -16,7 +16,7 @@ import orjson
 
 from keystile.clientip import TrustedProxies
 from keystile.credentials import Headers
-from keystile.decide import Decision, Facts
+from keystile.decide import Decision, Facts, Grant
 from keystile.reasons import Outcome, Reason
 
 JSON = "application/json"
@@ -45,15 +45,15 @@ class Adapter:
     """One proxy dialect.
 
     ``render`` may depend on nothing but a denial's reason, ``retry_after`` and
-    ``rate``, or an allow's ``upstream`` and ``strip``: replies are built once
-    and reused on that promise. An allow's ``X-RateLimit-*`` headers are added
-    by the gate, the same for every dialect.
+    ``rate``, or an allow's :class:`~keystile.decide.Grant` (given for allows
+    only): replies are built once and reused on that promise. An allow's
+    ``X-RateLimit-*`` headers are added by the gate, the same for every dialect.
     """
 
     name: str  # label in logs and metrics
     path: str  # route on the main listener (aiohttp syntax)
     facts: Callable[[Inbound, TrustedProxies], Facts]
-    render: Callable[[Decision], Reply]
+    render: Callable[[Decision, Grant | None], Reply]
 
 
 @cache
@@ -86,7 +86,8 @@ def deny_headers(decision: Decision) -> dict[str, str]:
     """Headers safe to show the client on a denial: never identity or upstream secrets."""
     reason = decision.reason
     assert reason is not None
-    headers = {"X-Keystile-Reason": reason.code, "Cache-Control": "no-store"}
+    headers = {"X-Keystile-Reason": reason.code, "X-Keystile-Detail": reason.detail,
+               "Cache-Control": "no-store"}  # fmt: skip
     if reason.outcome is Outcome.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = www_authenticate(reason)
     if decision.retry_after is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import Decision, Facts
+from keystile.decide import Decision, Facts, Grant
 
 PREFIX = "/auth/envoy"
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
@@ -22,19 +22,18 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     peer = request.peer
     raw = request.target
     target = raw[len(PREFIX) :] if raw.startswith(PREFIX + "/") else None
-    if not trusted.trusts(peer):
-        target = None  # an allow carries upstream secrets: only our proxies get one
     client_ip = trusted.client_ip(peer, headers.get("X-Forwarded-For"))
-    return Facts("envoy", request.method, request.host, target, headers, client_ip)
+    # an allow carries upstream secrets: only our proxies get one
+    return Facts("envoy", request.method, request.host, target, headers, client_ip,
+                 trusted.trusts(peer))  # fmt: skip
 
 
-def render(decision: Decision) -> Reply:
-    reason = decision.reason
-    if reason is None:
-        headers = list(decision.upstream)
-        if decision.strip:
+def render(decision: Decision, grant: Grant | None) -> Reply:
+    if grant is not None:
+        headers = list(grant.upstream)
+        if grant.strip:
             # only headers we do not set: Envoy may apply removals after setting
-            headers.append((REMOVE_HEADER, ",".join(decision.strip)))
+            headers.append((REMOVE_HEADER, ",".join(grant.strip)))
         return Reply(200, headers)
     return deny_reply(decision)
 

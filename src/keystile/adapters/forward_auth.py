@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import Decision, Facts
+from keystile.decide import Decision, Facts, Grant
 
 
 def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
@@ -21,10 +21,10 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     peer = request.peer
     client_ip = trusted.client_ip(peer, headers.get("X-Forwarded-For"))
     if not trusted.trusts(peer):
-        return Facts("forward", request.method, request.host, None, headers, client_ip)
+        return Facts("forward", request.method, request.host, None, headers, client_ip, False)
     return Facts(
         adapter="forward",
-        method=(headers.get("X-Forwarded-Method") or "GET").upper(),
+        method=headers.get("X-Forwarded-Method") or request.method,  # judged as sent
         host=headers.get("X-Forwarded-Host") or request.host,
         target=headers.get("X-Forwarded-Uri"),
         headers=headers,
@@ -32,11 +32,9 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     )
 
 
-def render(decision: Decision) -> Reply:
-    reason = decision.reason
-    if reason is None:
-        headers = [*decision.upstream, *((name, "") for name in decision.strip)]
-        return Reply(200, headers)
+def render(decision: Decision, grant: Grant | None) -> Reply:
+    if grant is not None:
+        return Reply(200, [*grant.upstream, *((name, "") for name in grant.strip)])
     return deny_reply(decision)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import Decision, Facts
+from keystile.decide import Decision, Facts, Grant
 from keystile.reasons import Outcome
 
 
@@ -22,20 +22,21 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
     if trusted.trusts(peer):
         return Facts(
             adapter="nginx",
-            method=(headers.get("X-Original-Method") or request.method).upper(),
+            method=headers.get("X-Original-Method") or request.method,  # judged as sent
             host=request.host,
             target=headers.get("X-Original-URI"),
             headers=headers,
             client_ip=headers.get("X-Real-IP")
             or trusted.client_ip(peer, headers.get("X-Forwarded-For")),
         )
-    return Facts("nginx", request.method, request.host, None, headers, peer)
+    return Facts("nginx", request.method, request.host, None, headers, peer, False)
 
 
-def render(decision: Decision) -> Reply:
+def render(decision: Decision, grant: Grant | None) -> Reply:
+    if grant is not None:
+        return Reply(200, grant.upstream)
     reason = decision.reason
-    if reason is None:
-        return Reply(200, decision.upstream)
+    assert reason is not None
     extra = {"X-Keystile-Message": reason.message}
     if reason.outcome is Outcome.RATE_LIMITED:
         extra["X-Keystile-Status"] = "429"

@@ -13,18 +13,11 @@ from keystile.admin import accounts as acc
 from keystile.admin import keys
 from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
 from keystile.admin.http import MAX_BODY, errors, reply
-from keystile.admin.openapi import (
-    GROUP_NAME,
-    LIMITS,
-    PRINTABLE,
-    SCOPE,
-    _list_of,
-    _ref,
-    document,
-)
+from keystile.admin.openapi import _list_of, _ref, document
+from keystile.admin.validation import INPUTS, compile_document
+from keystile.fields import CURSOR, FILTER, IDEMPOTENCY_KEY, INSTANT, PAGE, SEQ
 
 PREFIX = "/api/v1"
-STRING = {"type": "string"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +30,7 @@ class Endpoint:
     status: int = 200
     body: dict[str, Any] | None = None
     query: dict[str, Any] = field(default_factory=dict)
-    headers: tuple[str, ...] = ()
+    headers: dict[str, Any] = field(default_factory=dict)
     public: bool = False
 
 
@@ -45,27 +38,13 @@ async def openapi(request: web.Request) -> web.Response:
     return reply(document(ENDPOINTS))
 
 
-KEY_QUERY = {"owner": STRING, "user_id": STRING, "team_id": STRING, "group_id": STRING,
+KEY_QUERY = {"owner": FILTER, "user_id": FILTER, "team_id": FILTER, "group_id": FILTER,
              "state": {"enum": ["active", "expired", "disabled", "revoked", "deleted"]},
-             "q": STRING, "all": {"enum": ["0", "1", "true", "false"]}, "cursor": STRING,
-             "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}  # fmt: skip
+             "q": FILTER, "all": {"enum": ["0", "1", "true", "false"]}, "cursor": CURSOR,
+             "limit": PAGE}  # fmt: skip
+AUDIT_QUERY = {"target_type": FILTER, "target_id": FILTER, "actor": FILTER, "action": FILTER,
+               "after": SEQ, "limit": PAGE}  # fmt: skip
 K, T, U, G = f"{PREFIX}/keys", f"{PREFIX}/teams", f"{PREFIX}/users", f"{PREFIX}/groups"
-TEAM_BODY = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "name": PRINTABLE,
-        "limits": LIMITS,
-        "allowed_ips": {"type": ["array", "null"], "items": {"type": "string"}},
-    },
-}
-TEAM_CREATE = {**TEAM_BODY, "required": ["name"]}
-GROUP_BODY = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"name": GROUP_NAME, "scopes": {"type": "array", "items": SCOPE}},
-}
-GROUP_CREATE = {**GROUP_BODY, "required": ["name"]}
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", f"{PREFIX}/openapi.json", openapi, "This document", {"type": "object"},
@@ -84,35 +63,31 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", K + "/{key_id}/expire", keys.expire_key, "Expire a key now", _ref("Key")),
     Endpoint("POST", K + "/{key_id}/rotate", keys.rotate_key,
              "Replace a key; the old one works during the grace", _ref("Rotation"), 201,
-             body={"type": "object", "additionalProperties": False,
-                   "properties": {"grace": {"type": ["string", "number"]}}},
-             headers=("Idempotency-Key",)),
+             body=_ref("Rotate"), headers={"Idempotency-Key": IDEMPOTENCY_KEY}),
     Endpoint("GET", K + "/{key_id}/usage", keys.key_usage,
              "Requests of a key: allowed, denied by reason, per route, per hour",
-             {"type": "object", "required": ["key_id", "allowed"]}, query={"since": STRING}),
+             {"type": "object", "required": ["key_id", "allowed"]}, query={"since": INSTANT}),
     Endpoint("POST", f"{PREFIX}/explain", keys.explain_request,
              "What keystile would decide for a key on a request, and why (counts nothing)",
              {"type": "object", "required": ["allowed", "reason", "why"]},
-             body={"type": "object", "additionalProperties": False, "required": ["key_id", "url"],
-                   "properties": {"key_id": STRING, "method": STRING, "url": STRING,
-                                  "client_ip": {"type": ["string", "null"]}}}),
-    Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201, body=TEAM_CREATE),
+             body=_ref("Explain")),
+    Endpoint("POST", T, acc.create_team, "Create a team", _ref("Team"), 201,
+             body=_ref("TeamCreate")),
     Endpoint("GET", T, acc.list_teams, "List teams", _list_of("Team")),
     Endpoint("GET", T + "/{team_id}", acc.get_team, "A team", _ref("Team")),
     Endpoint("PATCH", T + "/{team_id}", acc.update_team, "Change a team", _ref("Team"),
-             body=TEAM_BODY),
+             body=_ref("TeamInput")),
     Endpoint("POST", U, acc.create_user, "Create a user", _ref("User"), 201,
-             body={"type": "object", "additionalProperties": False,
-                   "required": ["external_id"],
-                   "properties": {"external_id": PRINTABLE, "team_id": STRING}}),
+             body=_ref("UserCreate")),
     Endpoint("GET", U, acc.list_users, "List users", _list_of("User"),
-             query={"team_id": STRING}),
+             query={"team_id": FILTER}),
     Endpoint("GET", U + "/{user_id}", acc.get_user, "A user", _ref("User")),
-    Endpoint("POST", G, acc.create_group, "Create a group", _ref("Group"), 201, body=GROUP_CREATE),
+    Endpoint("POST", G, acc.create_group, "Create a group", _ref("Group"), 201,
+             body=_ref("GroupCreate")),
     Endpoint("GET", G, acc.list_groups, "List groups", _list_of("Group")),
     Endpoint("GET", G + "/{group_id}", acc.get_group, "A group", _ref("Group")),
     Endpoint("PATCH", G + "/{group_id}", acc.update_group, "Rename a group or change its scopes",
-             _ref("Group"), body=GROUP_BODY),
+             _ref("Group"), body=_ref("GroupInput")),
     Endpoint("DELETE", G + "/{group_id}", acc.delete_group, "Delete a group", _ref("Group")),
     Endpoint("PUT", G + "/{group_id}/keys/{key_id}", acc.add_group_key, "Add a key to a group",
              _ref("Membership")),
@@ -122,10 +97,7 @@ ENDPOINTS: list[Endpoint] = [
              _list_of("Route", {"unmatched": {"enum": ["allow", "deny"]}})),
     Endpoint("GET", f"{PREFIX}/audit", acc.list_audit, "The audit log",
              _list_of("AuditEntry", {"next_after": {"type": ["integer", "null"]}}),
-             query={"target_type": STRING, "target_id": STRING, "actor": STRING,
-                    "action": STRING,
-                    "after": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+             query=AUDIT_QUERY),
 ]  # fmt: skip
 
 
@@ -133,6 +105,7 @@ def admin_app() -> web.Application:
     """The admin API as an application, mounted at /api/v1 or served on its own listener."""
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[ADMIN_CONTEXT] = ContextHolder()
+    app[INPUTS] = compile_document(document(ENDPOINTS))  # requests are checked against it
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path[len(PREFIX) :], ep.handler)
     return app

@@ -7,8 +7,8 @@ from aiohttp import web
 from keystile.access import route_view
 from keystile.admin.auth import require_admin
 from keystile.admin.context import caller_of
-from keystile.admin.http import iso, query, query_int, read_body, reply, strings
-from keystile.errors import InvalidInput
+from keystile.admin.http import iso, reply
+from keystile.admin.validation import read_body, read_query
 from keystile.service import UNSET
 
 
@@ -18,21 +18,12 @@ async def _admin(request: web.Request):  # type: ignore[no-untyped-def]
     return ctx, caller
 
 
-def _required(body: dict[str, object], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise InvalidInput(name, "is required")
-    return value
-
-
 async def create_team(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(
-        request, {"name": str, "limits": dict, "allowed_ips": (list, type(None))}
-    )
-    team = await ctx.accounts.create_team(_required(body, "name"), body.get("limits"),
+    body = await read_body(request)
+    team = await ctx.accounts.create_team(body["name"], body.get("limits"),
                                           actor=caller.actor,
-                                          allowed_ips=strings(body, "allowed_ips"))  # fmt: skip
+                                          allowed_ips=body.get("allowed_ips"))  # fmt: skip
     return reply(iso(team.public()), status=201)
 
 
@@ -48,10 +39,8 @@ async def get_team(request: web.Request) -> web.Response:
 
 async def update_team(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(
-        request, {"name": str, "limits": dict, "allowed_ips": (list, type(None))}
-    )
-    ips = strings(body, "allowed_ips") if "allowed_ips" in body else UNSET
+    body = await read_body(request)
+    ips = body.get("allowed_ips", UNSET)
     team = await ctx.accounts.update_team(request.match_info["team_id"], body.get("name"),
                                           body.get("limits"), actor=caller.actor,
                                           allowed_ips=ips)  # fmt: skip
@@ -60,15 +49,15 @@ async def update_team(request: web.Request) -> web.Response:
 
 async def create_user(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(request, {"external_id": str, "team_id": str})
-    user = await ctx.accounts.create_user(_required(body, "external_id"), body.get("team_id"),
+    body = await read_body(request)
+    user = await ctx.accounts.create_user(body["external_id"], body.get("team_id"),
                                           actor=caller.actor)  # fmt: skip
     return reply(iso(user.public()), status=201)
 
 
 async def list_users(request: web.Request) -> web.Response:
     ctx, _ = await _admin(request)
-    users = await ctx.keys.store.list_users(query(request, "team_id"))
+    users = await ctx.keys.store.list_users(read_query(request).get("team_id"))
     return reply({"data": [iso(u.public()) for u in users]})
 
 
@@ -79,8 +68,8 @@ async def get_user(request: web.Request) -> web.Response:
 
 async def create_group(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(request, {"name": str, "scopes": list})
-    group = await ctx.accounts.create_group(_required(body, "name"), strings(body, "scopes") or [],
+    body = await read_body(request)
+    group = await ctx.accounts.create_group(body["name"], body.get("scopes", ()),
                                             actor=caller.actor)  # fmt: skip
     return reply(iso(group.public()), status=201)
 
@@ -97,11 +86,11 @@ async def get_group(request: web.Request) -> web.Response:
 
 async def update_group(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
-    body = await read_body(request, {"name": str, "scopes": list})
+    body = await read_body(request)
     group = await ctx.accounts.update_group(
         request.match_info["group_id"],
         body.get("name"),
-        strings(body, "scopes"),
+        body.get("scopes"),
         actor=caller.actor,
     )
     return reply(iso(group.public()))
@@ -136,14 +125,11 @@ async def list_routes(request: web.Request) -> web.Response:
 
 async def list_audit(request: web.Request) -> web.Response:
     ctx, _ = await _admin(request)
-    after = query(request, "after") or "0"
-    if not after.isdigit() or int(after) >= 2**63:
-        raise InvalidInput("after", f"{after!r} must be a sequence number")
-    limit = query_int(request, "limit", 100, 1000)
+    q = read_query(request)
+    limit: int = q.get("limit", 100)
     entries = await ctx.keys.store.list_audit(
-        target_type=query(request, "target_type"), target_id=query(request, "target_id"),
-        actor=query(request, "actor"),
-        action=query(request, "action"), after_seq=int(after), limit=limit,
+        target_type=q.get("target_type"), target_id=q.get("target_id"), actor=q.get("actor"),
+        action=q.get("action"), after_seq=q.get("after", 0), limit=limit,
     )  # fmt: skip
     data = [iso(e.public()) for e in entries]
     return reply({"data": data, "next_after": data[-1]["seq"] if len(data) == limit else None})

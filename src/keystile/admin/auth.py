@@ -1,9 +1,14 @@
 """Who is calling the admin API, and what they may touch.
 
 - ``KEYSTILE_ADMIN_KEY`` or a key with the ``admin`` scope: everything;
-- a key with ``keys:self``: only keys of its own user (or owner), and only scopes
-  it holds itself (never ``admin``);
+- a key with ``keys:self``: only keys of its own user (or owner), and never a key
+  that may do more than itself (:func:`keystile.bounds.excess`: scopes, limits,
+  allowlist, expiry) by any route: create, change, rotate;
 - any other valid key: 403; no or a bad key: 401.
+
+The caller's key is judged by the same core as on the auth path
+(:meth:`keystile.gate.Authorizer.caller`): a revoked, expired or rate-limited
+key, or one used from outside its allowlist, is refused here too.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from keystile.admin.http import ApiError
-from keystile.cache import CachedLookup
-from keystile.credentials import ConflictingCredentials, CredentialSource, extract
-from keystile.store import KeyRecord
-from keystile.store.records import ACTIVE
+from keystile.bounds import excess
+from keystile.clientip import TrustedProxies
+from keystile.gate import Authorizer
+from keystile.model import KeyRecord
 
 ADMIN = "admin"
 SELF_SERVICE = "keys:self"
@@ -42,29 +47,35 @@ class Caller:
             return key.user_id == mine.user_id
         return mine.owner is not None and key.owner == mine.owner
 
-    def may_grant(self, scopes: list[str]) -> None:
-        """Self-service keys hand out no more than they hold, and never admin."""
+    def guard(self, proposed: KeyRecord, current: KeyRecord | None) -> None:
+        """Refuse a key (new, or ``current`` changed) that may do more than the caller.
+
+        A change to a key an admin made looser than the caller passes when it loosens
+        nothing of that key (renaming, disabling, tightening); any other change, every
+        new key and every rotation must fit within the caller's own key. Admins are not
+        bounded.
+        """
         if self.is_admin:
             return
-        extra = set(scopes) - (set(self.record.granted) - {ADMIN})
-        if extra:
-            raise ApiError(403, "permission_error", "scope_not_grantable",
-                           f"this key cannot grant {sorted(extra)}")  # fmt: skip
+        over = excess(proposed, self.record)
+        if not over or (current is not None and not excess(proposed, current)):
+            return
+        code = "scope_not_grantable" if "scopes" in over else "exceeds_own_key"
+        detail = "; ".join(f"{name}: {what}" for name, what in over.items())
+        raise ApiError(403, "permission_error", code,
+                       f"a keys:self key cannot make a key that may do more than itself: "
+                       f"{detail}")  # fmt: skip
 
 
-async def authenticate(
-    request: web.Request, keys: CachedLookup, sources: tuple[CredentialSource, ...], now: float
-) -> Caller:
-    try:
-        token = extract(request.headers, sources)
-    except ConflictingCredentials:
-        raise ApiError(401, "authentication_error", "invalid_api_key",
-                       "two different API keys in one request") from None  # fmt: skip
-    if token is None:
-        raise ApiError(401, "authentication_error", "missing_api_key", "no API key provided")
-    record = await keys.find(token)
-    if record is None or record.state(now) != ACTIVE:
-        raise ApiError(401, "authentication_error", "invalid_api_key", "invalid API key")
+async def authenticate(request: web.Request, authorizer: Authorizer, trusted: TrustedProxies
+                       ) -> Caller:  # fmt: skip
+    """The caller, judged as on the auth path (state, expiry, IP allowlist, limits)."""
+    client_ip = trusted.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
+    decision, _ = await authorizer.caller(request.headers, client_ip)
+    reason, record = decision.reason, decision.record
+    if reason is not None or record is None:
+        assert reason is not None
+        raise ApiError(reason.outcome.value, reason.type, reason.code, reason.message)
     caller = Caller(record)
     if not caller.is_admin and SELF_SERVICE not in record.granted:
         raise ApiError(403, "permission_error", "insufficient_scope",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from keystile.accounts import AccountService
 from keystile.admin.auth import Caller, authenticate
-from keystile.cache import CachedLookup
-from keystile.credentials import CredentialSource
-from keystile.decide import Decider
+from keystile.clientip import TrustedProxies
+from keystile.gate import Authorizer
 from keystile.routes import RouteTable
 from keystile.service import KeyService
 from keystile.usage import UsageMeter
@@ -21,11 +19,13 @@ from keystile.usage import UsageMeter
 class AdminContext:
     keys: KeyService
     accounts: AccountService
-    lookup: CachedLookup
-    routes: RouteTable
-    sources: tuple[CredentialSource, ...]
-    decider: Decider
+    authorizer: Authorizer
+    trusted: TrustedProxies
     usage: UsageMeter
+
+    @property
+    def routes(self) -> RouteTable:
+        return self.authorizer.rules.routes
 
 
 class ContextHolder:
@@ -40,4 +40,4 @@ ADMIN_CONTEXT = web.AppKey("admin_context", ContextHolder)
 async def caller_of(request: web.Request) -> tuple[AdminContext, Caller]:
     ctx = request.config_dict[ADMIN_CONTEXT].context
     assert ctx is not None, "the admin API is served only once the store is open"
-    return ctx, await authenticate(request, ctx.lookup, ctx.sources, time.time())
+    return ctx, await authenticate(request, ctx.authorizer, ctx.trusted)

@@ -1,4 +1,4 @@
-"""Admin API plumbing: JSON in and out, field checks, one error shape.
+"""Admin API plumbing: JSON in and out, one error shape (input: validation.py).
 
 Errors are ``{"error": {"message", "type", "code"}}`` with the status that fits:
 400 unreadable body, 401/403 who is asking, 404 unknown id, 409 conflicting
@@ -51,57 +51,15 @@ def error(status: int, type_: str, code: str, message: str) -> web.Response:
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
-async def read_body(request: web.Request, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON object in the body; unknown fields and wrong types are 422s naming the field.
-
-    ``fields`` maps a field name to the type(s) it accepts.
-    """
-    if not request.can_read_body:
-        return {}
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_request_error", "invalid_json", "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request_error", "invalid_json", "body must be a JSON object")
-    for name, value in body.items():
-        if name not in fields:
-            raise InvalidInput(name, f"unknown field (expected one of {', '.join(fields)})")
-        wanted = _as_tuple(fields[name])
-        if value is None:
-            if type(None) not in wanted:
-                raise InvalidInput(name, "must not be null")
-        elif not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
-            raise InvalidInput(name, f"{value!r} has the wrong type")
-    return body
-
-
-def _as_tuple(wanted: Any) -> tuple[Any, ...]:
-    return wanted if isinstance(wanted, tuple) else (wanted,)
-
-
-def strings(body: Mapping[str, Any], name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not all(isinstance(item, str) for item in value):
-        raise InvalidInput(name, "must be a list of strings")
-    return list(value)
-
-
 def expiry(body: Mapping[str, Any]) -> Any:
-    """expires_at (ISO-8601, or null to clear) or expires_in (a duration); absent: missing."""
-    if "expires_at" in body and "expires_in" in body:
-        raise InvalidInput("expires_at", "give expires_at or expires_in, not both")
+    """expires_at (ISO-8601, or null to clear) or expires_in (a duration) of a validated
+    body, as Unix seconds or None; absent: MISSING."""
     try:
         if body.get("expires_in") is not None:
-            return time.time() + parse_duration(str(body["expires_in"]))
+            return time.time() + parse_duration(body["expires_in"])
         if "expires_at" in body:
             value = body["expires_at"]
-            return None if value is None else parse_instant(str(value))
+            return None if value is None else parse_instant(value)
     except ValueError as exc:
         field = "expires_in" if "expires_in" in body else "expires_at"
         raise InvalidInput(field, str(exc)) from None
@@ -109,20 +67,6 @@ def expiry(body: Mapping[str, Any]) -> Any:
 
 
 MISSING: Any = object()
-
-
-def query(request: web.Request, name: str) -> str | None:
-    """A query parameter; an empty value counts as absent."""
-    return request.query.get(name) or None
-
-
-def query_int(request: web.Request, name: str, default: int, most: int) -> int:
-    text = query(request, name)
-    if text is None:
-        return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
-        raise InvalidInput(name, f"{text!r} must be a whole number from 1 to {most}")
-    return int(text)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

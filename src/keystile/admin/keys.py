@@ -11,19 +11,15 @@ from aiohttp import web
 from keystile.access import reachable_routes
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, caller_of
-from keystile.admin.http import MISSING, expiry, iso, query, query_int, read_body, reply, strings
+from keystile.admin.http import MISSING, expiry, iso, reply
+from keystile.admin.validation import read_body, read_headers, read_query
 from keystile.durations import parse_duration, parse_instant
-from keystile.errors import InvalidInput, NotFound
+from keystile.errors import NotFound
 from keystile.explain import explain
 from keystile.service import UNSET
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
 from keystile.usage import summarize
-
-KEY_FIELDS = {"name": str, "scopes": list, "owner": str, "user_id": str,
-              "expires_at": (str, type(None)),
-              "expires_in": str, "metadata": dict, "allowed_ips": list, "limits": dict,
-              "enabled": bool}  # fmt: skip
 
 
 def view(record: KeyRecord, **extra: Any) -> dict[str, Any]:
@@ -40,40 +36,35 @@ async def _owned(ctx: AdminContext, caller: Caller, key_id: str) -> KeyRecord:
 
 async def create_key(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
-    body = await read_body(request, {k: v for k, v in KEY_FIELDS.items() if k != "enabled"})
-    if not isinstance(body.get("name"), str):
-        raise InvalidInput("name", "is required")
-    scopes = strings(body, "scopes") or []
-    caller.may_grant(scopes)
+    body = await read_body(request)
     user_id, owner = body.get("user_id"), body.get("owner")
     if not caller.is_admin:  # self-service keys create keys for their own owner only
         user_id, owner = caller.record.user_id, caller.record.owner
     expires = expiry(body)
     issued = await ctx.keys.create(
-        body["name"], scopes=scopes, owner=owner, user_id=user_id,
+        body["name"], scopes=body.get("scopes", ()), owner=owner, user_id=user_id,
         expires_at=None if expires is MISSING else expires, metadata=body.get("metadata"),
-        allowed_ips=strings(body, "allowed_ips"), limits=body.get("limits"), actor=caller.actor,
+        allowed_ips=body.get("allowed_ips"), limits=body.get("limits"), actor=caller.actor,
+        guard=caller.guard,
     )  # fmt: skip
-    return reply(view(issued.record, key=issued.key), status=201, no_store=True)
+    # read back with what the store joins in (its team through the user, its groups),
+    # so the answer shows what a later GET shows
+    stored = await ctx.keys.store.get_key(issued.record.id)
+    return reply(view(stored, key=issued.key), status=201, no_store=True)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
-
-    def q(name: str) -> str | None:
-        return query(request, name)
-
-    limit = query_int(request, "limit", 100, 1000)
-    if q("all") not in (None, "0", "1", "true", "false"):
-        raise InvalidInput("all", f"{q('all')!r} must be one of 0, 1, true, false")
-    owner, user_id = q("owner"), q("user_id")
+    q = read_query(request)
+    limit: int = q.get("limit", 100)
+    owner, user_id = q.get("owner"), q.get("user_id")
     if not caller.is_admin:
         user_id = caller.record.user_id
         owner = caller.record.owner if user_id is None else None
     wanted = KeyFilter(
-        include_inactive=q("all") in ("1", "true"), state=q("state"), owner=owner,
-        user_id=user_id, team_id=q("team_id"), group_id=q("group_id"), name=q("q"),
-        cursor=q("cursor"), limit=limit + 1,
+        include_inactive=q.get("all") in ("1", "true"), state=q.get("state"), owner=owner,
+        user_id=user_id, team_id=q.get("team_id"), group_id=q.get("group_id"), name=q.get("q"),
+        cursor=q.get("cursor"), limit=limit + 1,
     )  # fmt: skip
     records = await ctx.keys.store.find_keys(wanted, time.time())
     page, more = records[:limit], len(records) > limit
@@ -90,20 +81,13 @@ async def get_key(request: web.Request) -> web.Response:
 async def update_key(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
     record = await _owned(ctx, caller, request.match_info["key_id"])
-    body = await read_body(request, {k: v for k, v in KEY_FIELDS.items()
-                                     if k not in ("owner", "user_id")})  # fmt: skip
-    scopes = strings(body, "scopes")
-    if scopes is not None:
-        caller.may_grant(scopes)
-    if not caller.is_admin and body.get("limits") is not None:
-        raise InvalidInput("limits", "only an admin can change limits")
+    body = await read_body(request)
     expires = expiry(body)
     updated = await ctx.keys.update(
-        record.id, name=body.get("name"), scopes=scopes,
+        record.id, name=body.get("name"), scopes=body.get("scopes"),
         expires_at=UNSET if expires is MISSING else expires, metadata=body.get("metadata"),
-        enabled=body.get("enabled"),
-        allowed_ips=strings(body, "allowed_ips") if "allowed_ips" in body else UNSET,
-        limits=body.get("limits"), actor=caller.actor,
+        enabled=body.get("enabled"), allowed_ips=body.get("allowed_ips", UNSET),
+        limits=body.get("limits"), actor=caller.actor, guard=caller.guard,
     )  # fmt: skip
     return reply(view(updated))
 
@@ -131,18 +115,14 @@ async def rotate_key(request: web.Request) -> web.Response:
     new key: keystile never stores a key in plain text, so it is shown once only."""
     ctx, caller = await caller_of(request)
     record = await _owned(ctx, caller, request.match_info["key_id"])
-    body = await read_body(request, {"grace": (str, int, float)})
+    body = await read_body(request)
     grace = body.get("grace", 0)
-    if isinstance(grace, str):
-        try:
-            grace = parse_duration(grace)
-        except ValueError as exc:
-            raise InvalidInput("grace", str(exc)) from None
-    idempotency = request.headers.get("Idempotency-Key")
+    seconds = parse_duration(grace) if isinstance(grace, str) else float(grace)
+    idempotency = read_headers(request).get("Idempotency-Key")
     memo = f"rotate:{record.id}:{idempotency}" if idempotency else None
     if memo and (earlier := await ctx.keys.store.remembered(memo)) is not None:
-        return reply({**earlier, "key": None, "replayed": True}, no_store=True)
-    rotation = await ctx.keys.rotate(record.id, float(grace), actor=caller.actor)
+        return reply({**earlier, "key": None, "replayed": True}, status=201, no_store=True)
+    rotation = await ctx.keys.rotate(record.id, seconds, actor=caller.actor, guard=caller.guard)
     answer = {
         "id": rotation.new.record.id,
         "old_id": rotation.old.id,
@@ -159,12 +139,8 @@ async def key_usage(request: web.Request) -> web.Response:
     """Usage of one key; counts still in memory are written first, so nothing is missing."""
     ctx, caller = await caller_of(request)
     record = await _owned(ctx, caller, request.match_info["key_id"])
-    since = 0.0
-    if text := query(request, "since"):
-        try:
-            since = parse_instant(text)
-        except ValueError as exc:
-            raise InvalidInput("since", str(exc)) from None
+    text = read_query(request).get("since")
+    since = 0.0 if text is None else parse_instant(text)
     await ctx.usage.flush(ctx.keys.store)
     record = await ctx.keys.store.get_key(record.id)  # with the last-used time just written
     summary = summarize(await ctx.keys.store.usage(record.id, since))
@@ -175,12 +151,8 @@ async def key_usage(request: web.Request) -> web.Response:
 
 async def explain_request(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
-    body = await read_body(request, {"key_id": str, "method": str, "url": str,
-                                     "client_ip": (str, type(None))})  # fmt: skip
-    for name in ("key_id", "url"):
-        if not isinstance(body.get(name), str):
-            raise InvalidInput(name, "is required")
+    body = await read_body(request)
     record = await _owned(ctx, caller, body["key_id"])
     record = await ctx.keys.store.get_key(record.id)
-    return reply(await explain(ctx.decider, record, body.get("method") or "GET", body["url"],
+    return reply(await explain(ctx.authorizer, record, body.get("method") or "GET", body["url"],
                                body.get("client_ip")))  # fmt: skip

@@ -4,26 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
-from keystile import __version__
+from keystile import __version__, fields
 
 NULLABLE_STRING = {"type": ["string", "null"]}
-PRINTABLE = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 200,
-    "pattern": "^[^\\u0000-\\u001f\\u007f]*[^\\u0000-\\u0020\\u007f][^\\u0000-\\u001f\\u007f]*$",
-}
-SCOPE = {"type": "string", "pattern": "^[a-z0-9*][a-z0-9:._*-]{0,63}$"}
-GROUP_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
-DURATION = {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhdw]([0-9]{1,6}[smhdw]){0,4}$"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 STRINGS = {"type": "array", "items": {"type": "string"}}
-LIMITS = {
-    "type": "object",
-    "properties": {name: {"type": "integer", "minimum": 1, "maximum": 10**12}
-                   for name in ("per_second", "per_minute", "per_hour", "per_day", "quota_day",
-                                "quota_month")},
-    "additionalProperties": False,
+NOT_BOTH_EXPIRIES = {"required": ["expires_at", "expires_in"],
+                     "description": "give expires_at or expires_in, not both"}  # fmt: skip
+KEY_FIELDS = {
+    "name": fields.text_schema("the key's name"), "scopes": fields.SCOPES,
+    "expires_at": fields.EXPIRY, "expires_in": fields.LIFETIME, "metadata": fields.METADATA,
+    "allowed_ips": fields.NETWORKS, "limits": fields.LIMITS,
+}  # fmt: skip
+TEAM_FIELDS = {"name": fields.text_schema("the team's name"), "limits": fields.LIMITS,
+               "allowed_ips": {**fields.NETWORKS, "type": ["array", "null"]}}  # fmt: skip
+GROUP_FIELDS = {"name": fields.GROUP_NAME, "scopes": fields.SCOPES}
+
+
+def _body(properties: dict[str, Any], required: tuple[str, ...] = (),
+          excluded: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A request body: an object with these fields and no others (``excluded``: a
+    combination that is not allowed)."""
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": properties}  # fmt: skip
+    if required:
+        schema["required"] = list(required)
+    if excluded:
+        schema["not"] = excluded
+    return schema
+
+
+# Request bodies: the API validates every request against these (admin/validation.py).
+REQUESTS: dict[str, Any] = {
+    "KeyCreate": _body({**KEY_FIELDS, "owner": fields.text_schema("who the key is for"),
+                        "user_id": fields.ID}, ("name",), NOT_BOTH_EXPIRIES),
+    "KeyInput": _body({**KEY_FIELDS, "enabled": {"type": "boolean"}}, (), NOT_BOTH_EXPIRIES),
+    "Rotate": _body({"grace": fields.GRACE}),
+    "Explain": _body({"key_id": fields.ID, "url": fields.URL, "method": fields.METHOD,
+                      "client_ip": fields.ADDRESS}, ("key_id", "url")),
+    "TeamCreate": _body(TEAM_FIELDS, ("name",)),
+    "TeamInput": _body(TEAM_FIELDS),
+    "UserCreate": _body({"external_id": fields.text_schema("e.g. an email address"),
+                         "team_id": fields.ID}, ("external_id",)),
+    "GroupCreate": _body(GROUP_FIELDS, ("name",)),
+    "GroupInput": _body(GROUP_FIELDS),
 }  # fmt: skip
 
 SCHEMAS: dict[str, Any] = {
@@ -55,37 +79,6 @@ SCHEMAS: dict[str, Any] = {
             "key": {"type": "string", "description": "The key: in the create response only."},
         },
     },
-    "KeyInput": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": PRINTABLE, "scopes": {"type": "array", "items": SCOPE},
-            "expires_at": {"type": ["string", "null"], "format": "date-time",
-                           "description": "ISO-8601, in the future; null: never"},
-            "expires_in": {**DURATION, "description": "a duration such as 30d"},
-            "metadata": {"type": "object", "maxProperties": 50,
-                         "propertyNames": {"minLength": 1, "pattern": "[^ ]"}},
-            "allowed_ips": {"type": "array", "items": {"type": "string", "minLength": 1,
-                            "description": "an IPv4/IPv6 address or CIDR, or *"}},
-            "limits": LIMITS, "enabled": {"type": "boolean"},
-        },
-        "not": {"required": ["expires_at", "expires_in"]},
-    },
-    "KeyCreate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {
-            "name": PRINTABLE, "scopes": {"type": "array", "items": SCOPE},
-            "owner": PRINTABLE, "user_id": {"type": "string"},
-            "expires_in": {**DURATION, "description": "a duration such as 30d"},
-            "metadata": {"type": "object", "maxProperties": 50,
-                         "propertyNames": {"minLength": 1, "pattern": "[^ ]"}},
-            "allowed_ips": {"type": "array", "items": {"type": "string", "minLength": 1,
-                            "description": "an IPv4/IPv6 address or CIDR, or *"}},
-            "limits": LIMITS,
-        },
-    },
     "KeyList": {"type": "object", "required": ["data"], "properties": {
         "data": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
         "next_cursor": NULLABLE_STRING}},
@@ -114,6 +107,7 @@ SCHEMAS: dict[str, Any] = {
         "action": {"type": "string"}, "target_type": {"type": "string"},
         "target_id": {"type": "string"}, "before": {"type": ["object", "null"]},
         "after": {"type": ["object", "null"]}}},
+    **REQUESTS,
 }  # fmt: skip
 
 
@@ -159,10 +153,10 @@ def document(endpoints: list[Any]) -> dict[str, Any]:
         }
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                   for name in _path_params(ep.path)]  # fmt: skip
-        params += [{"name": name, "in": "query", "required": False, "schema": schema}
-                   for name, schema in ep.query.items()]  # fmt: skip
-        params += [{"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
-                   for name in ep.headers]  # fmt: skip
+        params += [{"name": name, "in": "query", "required": False, "allowEmptyValue": True,
+                    "schema": schema} for name, schema in ep.query.items()]  # fmt: skip
+        params += [{"name": name, "in": "header", "required": False, "schema": schema}
+                   for name, schema in ep.headers.items()]  # fmt: skip
         if params:
             operation["parameters"] = params
         if ep.handler.__name__ in LINKS:

@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="External-auth sidecar: per-client API keys for nginx, Envoy and friends.",
     )
     parser.add_argument("--version", action="version", version=f"keystile {__version__}")
+    parser.add_argument(
+        "--create-store",
+        action="store_true",
+        help="create the key store if it does not exist (serve always does; other commands "
+        "refuse, so a mistyped KEYSTILE_DB or a store deleted under a server is not "
+        "silently replaced by an empty one)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the auth server")
@@ -86,7 +93,9 @@ async def _run_store_command(args: argparse.Namespace, settings: config.Settings
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = config.load()
+        serving = getattr(args, "serve", False) or getattr(args, "check", False)
+        # only serve (and config check, which validates it) reads injected secrets
+        settings = config.load(secrets=serving)
         if getattr(args, "check", False):
             return config_check(settings, args.json)
         if getattr(args, "serve", False):
@@ -95,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers is not None:
                 settings = dataclasses.replace(settings, workers=args.workers)
             return serve(settings)
+        if not args.create_store and not settings.db.exists():
+            hint = "start `keystile serve` once (it creates it), check KEYSTILE_DB"
+            return _fail(f"no key store at {settings.db}: {hint}, or pass --create-store", 1)
         return asyncio.run(_run_store_command(args, settings))
     except (ConfigError, InvalidInput) as exc:
         return _fail(str(exc), 2)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from keystile.cache import CachedLookup
 from keystile.cli import args as types
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
-from keystile.decide import Decider
 from keystile.durations import format_instant
 from keystile.explain import explain
+from keystile.gate import Authorizer, rules_of
 from keystile.lookup import KeyLookup
 from keystile.static_keys import StaticKeys
 from keystile.usage import summarize
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         dest="users_command", required=True, metavar="COMMAND")  # fmt: skip
     p = users.add_parser("create", help="create a user")
     p.add_argument("external_id", help="e.g. an email address")
-    p.add_argument("--team", metavar="TEAM_ID")
+    p.add_argument("--team", metavar="TEAM_ID", type=types.text)
     _json(p, user_create)
     p = users.add_parser("list", help="list users")
-    p.add_argument("--team", metavar="TEAM_ID")
+    p.add_argument("--team", metavar="TEAM_ID", type=types.text)
     _json(p, user_list)
 
     groups = sub.add_parser("groups", help="manage groups").add_subparsers(
@@ -76,10 +77,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")  # fmt: skip
     p = audit.add_parser("list", help="list changes, oldest first")
-    p.add_argument("--target", metavar="ID", help="only changes of this key, team, user or group")
-    p.add_argument("--action", help="e.g. key.rotate")
-    p.add_argument("--actor", help="who made the change (a key id, or cli)")
-    p.add_argument("--limit", type=types.positive_int, default=100)
+    p.add_argument(
+        "--target",
+        metavar="ID",
+        type=types.text,
+        help="only changes of this key, team, user or group",
+    )
+    p.add_argument("--action", type=types.text, help="e.g. key.rotate")
+    p.add_argument("--actor", type=types.text, help="who made the change (a key id, or cli)")
+    p.add_argument("--limit", type=types.page_size, default=100)
     _json(p, audit_list)
 
 
@@ -182,9 +188,13 @@ async def usage(args: argparse.Namespace, cli: Cli) -> int:
 async def explain_cmd(args: argparse.Namespace, cli: Cli) -> int:
     settings = cli.settings
     lookup = KeyLookup(cli.keys.store, settings.hasher(), settings.key_format, StaticKeys())
-    decider = Decider(CachedLookup(lookup), settings.routes, settings.credential_headers)
-    answer = await explain(decider, await cli.keys.get(args.key_id), args.method, args.url,
-                           args.ip)  # fmt: skip
+    rules = rules_of(settings)
+    authorizer = Authorizer(rules, CachedLookup(lookup))
+    record = await cli.keys.get(args.key_id)
+    answer = await explain(authorizer, record, args.method, args.url, args.ip)
+    if not settings.routes.routes:
+        print("note: no routes loaded (is KEYSTILE_CONFIG set to the server's file?); "
+              "the server may decide otherwise", file=sys.stderr)  # fmt: skip
     if args.json:
         emit_json(answer)
         return 0

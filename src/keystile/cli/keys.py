@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = commands.add_parser("list", help="list keys (never the key or its hash)")
     p.add_argument("--all", action="store_true", help="include revoked, expired and deleted keys")
-    p.add_argument("--owner", help="only keys of this owner")
+    p.add_argument("--owner", type=types.text, help="only keys of this owner")
     _json_option(p)
     p.set_defaults(run=list_keys)
 

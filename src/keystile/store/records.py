@@ -1,171 +1,28 @@
-"""The key record as the rest of keystile sees it."""
+"""Records of the store beside keys: teams, users, groups, audit entries.
+
+The key record itself lives in :mod:`keystile.model` (the decision core reads
+it); it is re-exported here for the store's modules.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from keystile.model import (
+    ACTIVE,
+    COLUMNS,
+    DELETED,
+    DISABLED,
+    EXPIRED,
+    REVOKED,
+    STATES,
+    KeyRecord,
+    TeamPolicy,
+)
 
-ACTIVE = "active"
-EXPIRED = "expired"
-DISABLED = "disabled"
-REVOKED = "revoked"
-DELETED = "deleted"
-STATES = (ACTIVE, EXPIRED, DISABLED, REVOKED, DELETED)
-
-COLUMNS = (
-    "id", "key_hash", "hash_scheme", "display_prefix", "name", "owner", "scopes", "metadata",
-    "created_at", "updated_at", "last_used_at", "expires_at", "enabled", "revoked_at",
-    "deleted_at", "origin", "rotated_from", "replaced_by", "user_id", "allowed_ips", "limits",
-)  # fmt: skip
-_JSON_COLUMNS = ("scopes", "metadata", "limits")
-_EMPTY: dict[str, Any] = {}  # shared by records without metadata or limits: never mutated
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    return _EMPTY if text == "{}" else orjson.loads(text)
-
-
-class Unknown:
-    """What memory cannot answer: only the store can tell (a cache miss, usage not read)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN = Unknown()
-
-
-@dataclass(frozen=True, slots=True)
-class TeamPolicy:
-    """What a key's team adds to its policy."""
-
-    id: str
-    limits: dict[str, Any] = field(default_factory=dict)
-    allowed_ips: tuple[str, ...] | None = None  # None: any address
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """One stored key. Holds the hash, never the key."""
-
-    id: str
-    key_hash: str
-    hash_scheme: str
-    display_prefix: str
-    name: str
-    created_at: float
-    updated_at: float
-    owner: str | None = None
-    scopes: tuple[str, ...] = ()
-    metadata: dict[str, Any] = field(default_factory=dict)
-    last_used_at: float | None = None
-    expires_at: float | None = None
-    enabled: bool = True
-    revoked_at: float | None = None
-    deleted_at: float | None = None
-    origin: str = "created"
-    rotated_from: str | None = None
-    replaced_by: str | None = None
-    user_id: str | None = None
-    allowed_ips: tuple[str, ...] | None = None  # None: any address
-    limits: dict[str, Any] = field(default_factory=dict)
-    # from the key's groups (not columns of the key)
-    groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
-    team: TeamPolicy | None = None  # through the key's user
-    granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
-    limited: bool = field(init=False, default=False)  # any rate limit or quota, key or team
-    has_quotas: bool = field(init=False, default=False)
-    # what the request path derived from this record (allows, encoded replies),
-    # kept as long as the record is: a cache eviction frees both
-    memo: dict[Any, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        granted = set(self.scopes)
-        for _, _, scopes in self.groups:
-            granted.update(scopes)
-        ordered = tuple(sorted(granted))
-        object.__setattr__(self, "granted", self.scopes if ordered == self.scopes else ordered)
-        limits = [*self.limits, *(self.team.limits if self.team else ())]
-        object.__setattr__(self, "limited", bool(limits))
-        object.__setattr__(self, "has_quotas", any(name.startswith("quota_") for name in limits))
-
-    def state(self, now: float) -> str:
-        """The key's state at ``now``; only ``active`` keys authenticate."""
-        if self.deleted_at is not None:
-            return DELETED
-        if self.revoked_at is not None:
-            return REVOKED
-        if not self.enabled:
-            return DISABLED
-        if self.expires_at is not None and now >= self.expires_at:
-            return EXPIRED
-        return ACTIVE
-
-    def to_row(self) -> tuple[Any, ...]:
-        """Column values in COLUMNS order, JSON columns encoded."""
-        values = []
-        for name in COLUMNS:
-            value = getattr(self, name)
-            if name in _JSON_COLUMNS or (name == "allowed_ips" and value is not None):
-                value = orjson.dumps(list(value) if isinstance(value, tuple) else value).decode()
-            elif name == "enabled":
-                value = int(value)
-            values.append(value)
-        return tuple(values)
-
-    @classmethod
-    def from_row(
-        cls,
-        row: sqlite3.Row | tuple[Any, ...],
-        groups: tuple[tuple[str, str, tuple[str, ...]], ...] = (),
-        team: TeamPolicy | None = None,
-    ) -> KeyRecord:
-        data = dict(zip(COLUMNS, row, strict=True))
-        # many keys hold the same few words: one copy of each (a cached key is ~1 KB)
-        data["hash_scheme"] = sys.intern(data["hash_scheme"])
-        data["origin"] = sys.intern(data["origin"])
-        data["scopes"] = tuple(sys.intern(scope) for scope in orjson.loads(data["scopes"]))
-        data["metadata"] = _json_object(data["metadata"])
-        data["limits"] = _json_object(data["limits"])
-        if data["allowed_ips"] is not None:
-            data["allowed_ips"] = tuple(orjson.loads(data["allowed_ips"]))
-        data["enabled"] = bool(data["enabled"])
-        return cls(**data, groups=groups, team=team)
-
-    def public(self, now: float) -> dict[str, Any]:
-        """What listings show: everything but the hash."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "display_prefix": self.display_prefix,
-            "owner": self.owner,
-            "scopes": list(self.scopes),
-            "metadata": self.metadata,
-            "state": self.state(now),
-            "enabled": self.enabled,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_used_at": self.last_used_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "deleted_at": self.deleted_at,
-            "origin": self.origin,
-            "hash_scheme": self.hash_scheme,
-            "rotated_from": self.rotated_from,
-            "replaced_by": self.replaced_by,
-            "user_id": self.user_id,
-            "allowed_ips": None if self.allowed_ips is None else list(self.allowed_ips),
-            "limits": self.limits,
-            "groups": [name for _, name, _ in self.groups],
-            "team_id": self.team.id if self.team else None,
-            "granted_scopes": list(self.granted),
-        }
+__all__ = ["ACTIVE", "COLUMNS", "DELETED", "DISABLED", "EXPIRED", "REVOKED", "STATES",
+           "AuditEntry", "Group", "KeyRecord", "Team", "TeamPolicy", "User"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

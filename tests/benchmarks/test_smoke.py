@@ -30,6 +30,11 @@ def test_cold_suite_smoke_run() -> None:
     out = smoke("tests.benchmarks.cold")
     for row in ("cache-miss latency", "unknown-key spray", "RSS with"):
         assert row in out
-    # the miss run really missed: once per distinct key it sent (a fast run goes round)
-    missed, distinct = re.search(r"misses: (\d+) of (\d+) distinct", out).groups()  # type: ignore[union-attr]
-    assert int(missed) == int(distinct) > 0
+    # the miss run really missed: once per distinct key it sent (a fast run goes round).
+    # wrk counts completed replies; the one request in flight on its single connection
+    # when the run ends reached keystile (and missed) but is not in wrk's count.
+    found = re.search(r"misses: (\d+) of (\d+) distinct", out)
+    assert found, out
+    missed, distinct = int(found.group(1)), int(found.group(2))
+    assert distinct > 0
+    assert distinct <= missed <= distinct + 1

@@ -13,11 +13,14 @@ from typing import Any
 
 from keystile.fields import (
     check_allowed_ips,
+    check_email,
     check_group_name,
     check_limits,
+    check_role,
     check_scopes,
     check_text,
 )
+from keystile.passwords import hash_password
 from keystile.service import UNSET, KeyService, new_key_id
 from keystile.store import Audit, Group, KeyFilter, Team, User
 
@@ -65,11 +68,65 @@ class AccountService:
         return team
 
     async def create_user(
-        self, external_id: str, team_id: str | None = None, actor: str = "cli"
+        self,
+        external_id: str,
+        team_id: str | None = None,
+        actor: str = "cli",
+        *,
+        role: str = "member",
+        email: str | None = None,
+        password: str | None = None,
     ) -> User:
         now = self.keys.clock()
-        user = User(new_id("user"), check_text("external_id", external_id), now, now, team_id)
+        hashed = None if password is None else await hash_password(password)
+        user = User(new_id("user"), check_text("external_id", external_id), now, now, team_id,
+                    check_role(role), check_email(email), hashed)  # fmt: skip
         return await self.store.insert_user(user, Audit(actor, "user.create"))
+
+    async def find_user(self, name_or_id: str) -> User:
+        """A user by id, or by the name they sign in with."""
+        user = await self.store.find_user(name_or_id)
+        return user if user is not None else await self.store.get_user(name_or_id)
+
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        role: str | None = None,
+        email: str | object | None = UNSET,
+        team_id: str | object | None = UNSET,
+        disabled: bool | None = None,
+        actor: str = "cli",
+    ) -> User:
+        """Change a user; a disabled user's sessions and keys stop (every server, one poll)."""
+        changes: dict[str, Any] = {}
+        if role is not None:
+            changes["role"] = check_role(role)
+        if email is not UNSET:
+            changes["email"] = check_email(email)  # type: ignore[arg-type]
+        if team_id is not UNSET:
+            changes["team_id"] = team_id
+        if disabled is not None:
+            user = await self.store.get_user(user_id)
+            if disabled != (user.disabled_at is not None):
+                changes["disabled_at"] = self.keys.clock() if disabled else None
+        action = {True: "user.disable", False: "user.enable", None: "user.update"}[disabled]
+        user = await self.store.update_user(user_id, changes, Audit(actor, action))
+        await self._changed_keys(KeyFilter(include_inactive=True, user_id=user_id))
+        return user
+
+    async def set_password(self, user_id: str, password: str | None, actor: str = "cli") -> User:
+        """Set (None: remove) a user's password. Audited without it."""
+        hashed = None if password is None else await hash_password(password)
+        return await self.store.update_user(user_id, {"password_hash": hashed},
+                                            Audit(actor, "user.set_password"))  # fmt: skip
+
+    async def set_user_membership(
+        self, group_id: str, user_id: str, member: bool, actor: str = "cli"
+    ) -> bool:
+        action = "group.add_user" if member else "group.remove_user"
+        return await self.store.set_user_membership(user_id, group_id, member,
+                                                    Audit(actor, action))  # fmt: skip
 
     # -- groups -------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from cachetools import TTLCache
 from keystile.errors import StoreUnavailable
 from keystile.hashfilter import HashFilter
 from keystile.keys import MAX_TOKEN_LEN
-from keystile.lookup import KeyLookup
+from keystile.lookup import Lookup
 from keystile.model import KeyRecord
 
 TRICKLE = 20  # distinct keys a second the filter has not seen that are still looked up
@@ -86,7 +86,7 @@ class CacheStats:
 class CachedLookup:
     def __init__(
         self,
-        lookup: KeyLookup,
+        lookup: Lookup,
         *,
         ttl: float = 30.0,
         size: int = 100_000,
@@ -277,12 +277,12 @@ class CachedLookup:
 
     async def load_filter(self) -> None:
         """Build the filter from the store, page by page; swap it in when complete."""
-        store = self.lookup.store
+        read = self.lookup.stored_hashes
         pages: list[list[str]] = []
-        page = await store.key_hashes("", FILTER_PAGE)
+        page = await read("", FILTER_PAGE)
         while page:
             pages.append(page)
-            page = await store.key_hashes(page[-1], FILTER_PAGE) if len(page) == FILTER_PAGE else []
+            page = await read(page[-1], FILTER_PAGE) if len(page) == FILTER_PAGE else []
         stored = sum(len(p) for p in pages)
         hashes = HashFilter(stored * 2 + 10_000)
         for page in pages:

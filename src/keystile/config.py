@@ -120,6 +120,43 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _seconds(least: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        from keystile.durations import parse_duration
+
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
+        if seconds < least:
+            raise ValueError(f"must be at least {least:g} seconds")
+        return seconds
+
+    return parse
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _origins(value: Any) -> frozenset[str]:
+    origins = set()
+    for item in _words(value):
+        if not item.startswith(("https://", "http://")) or item.count("/") != 2:
+            raise ValueError(f"{item!r} is not an origin such as https://app.example.com")
+        origins.add(item.lower())
+    return frozenset(origins)
+
+
 def _static_keys(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
@@ -189,6 +226,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("unmatched", None, "auth.unmatched", None,
             "'allow' or 'deny' a valid key on a path no route matches "
             "(default: deny when routes exist, allow when there are none).", _unmatched),
+    Setting("session_cookie_secure", "KEYSTILE_SESSION_COOKIE_SECURE", "sessions.cookie_secure",
+            "true", "Session cookie named __Host-keystile with the Secure flag (browsers send it "
+            "over HTTPS only). false: cookie keystile_session without Secure, for plain-HTTP "
+            "development only.", _flag),
+    Setting("session_idle_timeout", None, "sessions.idle_timeout", "1h",
+            "A browser session ends after this long without a request (at least 1m).",
+            _seconds(60)),
+    Setting("session_absolute_timeout", None, "sessions.absolute_timeout", "12h",
+            "A browser session ends this long after sign-in, however busy (at least 5m).",
+            _seconds(300)),
+    Setting("session_member_scopes", None, "sessions.member_scopes", "",
+            "Scopes every signed-in member has (admins have every scope); groups add more.",
+            _words),
+    Setting("session_trusted_origins", None, "sessions.trusted_origins", "",
+            "Origins besides the request's own host whose pages may send unsafe requests "
+            "with the session cookie (https://app.example.com).", _origins),
+    Setting("return_hosts", None, "sessions.return_hosts", "",
+            "Hosts an absolute return URL after sign-in may name ('.example.com' also "
+            "admits its sub-domains); relative paths are always fine.", _words),
+    Setting("login_attempts", None, "sessions.login_attempts", "5",
+            "Failed sign-ins for one user name from one address before that pair is locked "
+            "out for login_lockout.", _positive(int)),
+    Setting("login_lockout", None, "sessions.login_lockout", "15m",
+            "How long a locked user name and address pair waits (and the window failures "
+            "are counted in).", _seconds(1)),
     Setting("cache_ttl", None, "cache.ttl", "30",
             "Seconds a key record stays cached.", _positive(float)),
     Setting("cache_size", None, "cache.size", "100000",
@@ -236,7 +298,21 @@ class Settings:
     poll_interval: float = 0.5
     max_staleness: float = 5.0
     usage_flush_interval: float = 2.0
+    session_cookie_secure: bool = True
+    session_idle_timeout: float = 3600.0
+    session_absolute_timeout: float = 43200.0
+    session_member_scopes: tuple[str, ...] = ()
+    session_trusted_origins: frozenset[str] = frozenset()
+    return_hosts: tuple[str, ...] = ()
+    login_attempts: int = 5
+    login_lockout: float = 900.0
     routes: RouteTable = field(default_factory=RouteTable)
+
+    @property
+    def session_cookie(self) -> str:
+        from keystile.cookies import PLAIN_NAME, SECURE_NAME
+
+        return SECURE_NAME if self.session_cookie_secure else PLAIN_NAME
 
     @property
     def key_format(self) -> keys.KeyFormat:
@@ -342,7 +418,9 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = "(set)" if value else "(not set)"
         elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen", "grpc_listen"):
             shown = f"{value[0]}:{value[1]}"
-        elif isinstance(value, frozenset):
+        elif isinstance(value, frozenset) or (
+            isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        ):
             shown = ",".join(sorted(value)) or "-"
         elif setting.name == "path_semicolons":
             shown = "literal" if value else "refuse"

@@ -19,13 +19,14 @@ its inputs only:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from typing import NamedTuple
 from urllib.parse import quote
 
 from keystile import reasons
 from keystile.clientip import ip_allowed
+from keystile.cookies import SECURE_NAME, cookie_line, session_token, without
 from keystile.copies import (
     DEFAULT_CREDENTIAL_COOKIES,
     DEFAULT_CREDENTIAL_PARAMS,
@@ -38,6 +39,7 @@ from keystile.credentials import (
     Headers,
     extract,
 )
+from keystile.crossorigin import cross_site
 from keystile.methods import UnknownOverride, canonical_method, method_overrides
 from keystile.model import (
     ACTIVE,
@@ -46,6 +48,7 @@ from keystile.model import (
     DELETED,
     DISABLED,
     EXPIRED,
+    SESSION,
     KeyRecord,
     RateInfo,
 )
@@ -55,7 +58,9 @@ from keystile.routes import Route, RouteTable
 
 Upstream = tuple[tuple[str, str], ...]
 IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner",
-                    "X-Keystile-Scopes", "X-Keystile-Route")  # fmt: skip
+                    "X-Keystile-Scopes", "X-Keystile-Route", "X-Keystile-User-Id",
+                    "X-Keystile-User", "X-Keystile-User-Email", "X-Keystile-User-Role")  # fmt: skip
+LOGIN_PATH = "/_keystile/login"
 # Never passed upstream: a proxy credential is the client's, whatever it holds.
 ALWAYS_STRIPPED = ("proxy-authorization",)
 
@@ -86,6 +91,8 @@ class Decision:
     route: Route | None = None
     retry_after: int | None = None
     rate: RateInfo | None = None  # the tightest rate limit, for X-RateLimit-*
+    location: str | None = None  # a browser to send to the sign-in page (a denial)
+    cookie: str | None = None  # an allow: the Cookie line for the upstream (None: none sent)
 
     @property
     def outcome(self) -> Outcome:
@@ -105,6 +112,20 @@ class Presented(NamedTuple):
     path: str
     client_ip: str | None
     overrides: tuple[str, ...] | None = None  # methods an override header or _method= names
+    session: bool = False  # the token is a session cookie's, not an API key
+    cookie: str | None = None  # the Cookie line for the upstream: keystile's cookie taken out
+    target: str = ""  # as sent (where a browser returns after signing in)
+    navigation: bool = False  # a browser loading a page (not a fetch)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """How browser sessions are recognised: the cookie, where to sign in, and the
+    origins besides the request's own host that may send unsafe requests."""
+
+    cookie: str = SECURE_NAME
+    login: str = LOGIN_PATH
+    trusted_origins: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +173,8 @@ def _shared(name: str, value: str) -> tuple[str, str]:
 
 
 def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, str]]:
+    if record.kind == SESSION:
+        return person_headers(record, route)
     headers = [
         ("X-Keystile-Key-Id", record.id),
         ("X-Keystile-Key-Name", _header_value(record.name)),
@@ -159,9 +182,38 @@ def identity_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, 
     ]
     if record.owner:
         headers.append(("X-Keystile-Owner", _header_value(record.owner)))
+    if record.user_id:
+        headers.append(("X-Keystile-User-Id", record.user_id))
     if route is not None:
         headers.append(_shared("X-Keystile-Route", route.name))
     return headers
+
+
+def person_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, str]]:
+    """A signed-in person's identity: who, their email and role (no key id)."""
+    assert record.user_id is not None
+    headers = [
+        ("X-Keystile-User-Id", record.user_id),
+        ("X-Keystile-User", _header_value(record.name)),
+        _shared("X-Keystile-User-Role", record.role or "member"),
+        _shared("X-Keystile-Scopes", ",".join(record.granted)),
+    ]
+    if record.owner:
+        headers.append(("X-Keystile-User-Email", _header_value(record.owner)))
+    if route is not None:
+        headers.append(_shared("X-Keystile-Route", route.name))
+    return headers
+
+
+def wants_page(method: str, headers: Headers) -> bool:
+    """A browser navigating (address bar, link, form), not a script's fetch."""
+    if method not in ("GET", "HEAD"):
+        return False
+    mode = headers.get("sec-fetch-mode")
+    if mode is not None:
+        return mode.strip().lower() == "navigate"
+    accept = headers.get("accept")
+    return accept is not None and "text/html" in accept
 
 
 class Rules:
@@ -175,8 +227,10 @@ class Rules:
         semicolons: bool = False,
         credential_params: frozenset[str] = DEFAULT_CREDENTIAL_PARAMS,
         credential_cookies: frozenset[str] = DEFAULT_CREDENTIAL_COOKIES,
+        sessions: SessionRules = SessionRules(),
     ) -> None:
         self.routes = routes
+        self.sessions = sessions
         self.sources = tuple(sources)
         self.semicolons = semicolons  # ';' in a path is a plain character upstream
         self.credential_params = credential_params
@@ -225,9 +279,32 @@ class Rules:
             token = extract(headers, self.sources)
         except ConflictingCredentials:
             return refusal(reasons.CONFLICTING_KEYS)
-        if token is None:
-            return refusal(reasons.MISSING_API_KEY)
-        return Presented(token, method, facts.host, target.path, facts.client_ip, overrides)
+        line = cookie_line(headers)
+        name = self.sessions.cookie
+        # the Cookie line for the upstream, keystile's own cookie taken out
+        cookie = None if line is None else without(line, name)
+        if token is not None:  # an API key wins over a session cookie (which never passes)
+            return Presented(token, method, facts.host, target.path, facts.client_ip,
+                             overrides, cookie=cookie)  # fmt: skip
+        session = session_token(line, name)
+        page = wants_page(method, headers)
+        if session is not None:
+            if cross_site(method, facts.host, headers, self.sessions.trusted_origins,
+                          overrides or ()):  # fmt: skip
+                return refusal(reasons.CROSS_SITE_REQUEST)
+            return Presented(session, method, facts.host, target.path, facts.client_ip,
+                             overrides, True, cookie, facts.target, page)  # fmt: skip
+        route = self.routes.match(method, facts.host, target.path)
+        if route is not None and route.sessions:
+            return self.sign_in(reasons.LOGIN_REQUIRED, facts.target, page)
+        return refusal(reasons.MISSING_API_KEY)
+
+    def sign_in(self, reason: Reason, target: str, page: bool) -> Decision:
+        """A browser without a usable session: to the sign-in page (and back to
+        ``target`` after), or a plain 401 for a script."""
+        if not page:
+            return refusal(reason)
+        return Decision(reason, location=f"{self.sessions.login}?rd={quote(target, safe='/')}")
 
     def decide(
         self,
@@ -240,7 +317,12 @@ class Rules:
         """The decision for a screened request whose key resolved to ``record``
         (None: no such key). ``limits``: what the gate gathered, for a limited key;
         ``invalid_retry``: the client's address sent too many unknown keys."""
-        if record is None:
+        if request.session:
+            if record is None or record.kind != SESSION:
+                return self.sign_in(reasons.INVALID_SESSION, request.target, request.navigation)
+            if record.state(now) != ACTIVE:
+                return self.sign_in(reasons.SESSION_EXPIRED, request.target, request.navigation)
+        elif record is None:
             if invalid_retry is not None:
                 return Decision(reasons.INVALID_KEYS, retry_after=invalid_retry)
             return refusal(reasons.INVALID_API_KEY)
@@ -255,6 +337,8 @@ class Rules:
                                        request.client_ip, None, now)  # fmt: skip
                     if other.reason is not None:
                         return other
+        if decision.reason is None and request.cookie is not None:
+            return replace(decision, cookie=request.cookie)
         return decision
 
     def judge(
@@ -275,6 +359,8 @@ class Rules:
         if unusable is not None:
             return unusable
         route = self.routes.match(method, host, path)
+        if record.kind == SESSION and (route is None or not route.sessions):
+            return Decision(reasons.SESSION_NOT_ALLOWED, record, route)
         if route is None:
             if not self.routes.allow_unmatched:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)

@@ -265,6 +265,24 @@ def check_text(field: str, value: str, most: int = MAX_TEXT) -> str:
     return value.strip(SPACES)
 
 
+def check_role(role: str) -> str:
+    from keystile.store.records import ROLES
+
+    if role not in ROLES:
+        raise InvalidInput("role", f"{role!r} is not one of {', '.join(ROLES)}")
+    return role
+
+
+def check_email(email: str | None) -> str | None:
+    if email is None:
+        return None
+    email = check_text("email", email.strip(), 254)
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in email):
+        raise InvalidInput("email", f"{email!r} is not an email address")
+    return email
+
+
 def check_name(name: str) -> str:
     return check_text("name", name)
 

@@ -30,7 +30,7 @@ from keystile.cache import CachedLookup, Entry
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
 from keystile.credentials import ConflictingCredentials, Headers, extract
-from keystile.decide import Decision, Facts, Limits, Presented, Rules, refusal
+from keystile.decide import Decision, Facts, Limits, Presented, Rules, SessionRules, refusal
 from keystile.errors import StoreError, StoreUnavailable
 from keystile.logs import DenialLog
 from keystile.metrics import Metrics
@@ -47,10 +47,12 @@ QUOTA_READ_TIMEOUT = 0.5  # seconds: a quota's stored usage not read by then fai
 
 def rules_of(settings: Settings) -> Rules:
     """The core's rules as the settings configure them."""
+    sessions = SessionRules(settings.session_cookie,
+                            trusted_origins=settings.session_trusted_origins)  # fmt: skip
     return Rules(settings.routes, settings.credential_headers,
                  semicolons=settings.path_semicolons,
                  credential_params=settings.credential_params,
-                 credential_cookies=settings.credential_cookies)  # fmt: skip
+                 credential_cookies=settings.credential_cookies, sessions=sessions)  # fmt: skip
 
 
 class Authorizer:
@@ -64,9 +66,11 @@ class Authorizer:
         quotas: Quotas | None = None,
         clock: Callable[[], float] = time.time,
         invalid: InvalidKeyThrottle | None = None,
+        sessions: CachedLookup | None = None,
     ) -> None:
         self.rules = rules
         self.keys = keys
+        self.sessions = sessions  # None: no session is ever found
         self.invalid = invalid  # None: unknown keys are never throttled
         self.limiter = limiter if limiter is not None else SlidingWindowLimiter()
         self.quotas = quotas if quotas is not None else Quotas(keys.lookup.store)
@@ -77,9 +81,12 @@ class Authorizer:
         screened = self.rules.screen(facts)
         if isinstance(screened, Decision):
             return screened, None
-        entry = await self.keys.find(screened.token)
+        lookup = self.sessions if screened.session else self.keys  # a cookie: a session
+        entry = None if lookup is None else await lookup.find(screened.token)
         now = self.clock()
         if entry is None:
+            if screened.session:  # to the sign-in page (no unknown-key throttle: no key)
+                return self.rules.decide(screened, None, None, now), None
             return self.unknown(screened, now), None
         record = entry.record
         if not record.limited:

@@ -82,7 +82,7 @@ class CheckService:
         reason, record = decision.reason, decision.record
         if reason is None and record is not None:
             route = decision.route
-            if entry is None:
+            if entry is None or decision.cookie is not None:
                 return serialized(decision, self.rules.grant(record, route))
             kept: bytes | None = entry.reply(envoy_grpc.NAME, route)
             if kept is None:
@@ -93,7 +93,8 @@ class CheckService:
             # protobuf merges concatenated messages: each piece adds its header to the
             # kept answer's response_headers_to_add (a whole render costs ~10x more)
             return kept + b"".join([self.client_header(*pair) for pair in rate_headers(decision)])
-        if reason is None or decision.rate is not None or decision.retry_after is not None:
+        if (reason is None or decision.rate is not None or decision.retry_after is not None
+                or decision.location is not None):  # fmt: skip
             return serialized(decision, None)
         denial = self.denials.get(reason)
         if denial is None:

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from keystile.keys import Hasher, KeyFormat, Shape
 from keystile.static_keys import StaticKeys
 from keystile.store import KeyRecord, Store
+
+
+class _Candidates(Protocol):
+    def candidates(self, token: str) -> tuple[tuple[str, str], ...]: ...
+
+
+class _Static(Protocol):
+    def match(self, token: str) -> KeyRecord | None: ...
+
+
+class Lookup(Protocol):
+    """What :class:`~keystile.cache.CachedLookup` asks of a lookup (keys, sessions)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def hasher(self) -> _Candidates: ...
+    @property
+    def static(self) -> _Static: ...
+    def may_exist(self, token: str) -> bool: ...
+    async def refresh(self) -> None: ...
+    async def find_stored(self, candidates: tuple[tuple[str, str], ...]) -> KeyRecord | None: ...
+    async def stored_hashes(self, after: str, limit: int) -> list[str]: ...
 
 
 class KeyLookup:
@@ -41,6 +66,9 @@ class KeyLookup:
             if record is not None and record.hash_scheme == scheme:
                 return record
         return None
+
+    async def stored_hashes(self, after: str, limit: int) -> list[str]:
+        return await self.store.key_hashes(after, limit)
 
     async def find(self, token: str) -> KeyRecord | None:
         """Uncached lookup (the CLI and tests; the server uses CachedLookup)."""

@@ -32,6 +32,8 @@ COLUMNS = (
 )  # fmt: skip
 _JSON_COLUMNS = ("scopes", "metadata", "limits")
 ADMIN_SCOPE = "admin"
+KEY = "key"
+SESSION = "session"
 ALL_SCOPES = "*"  # every scope but admin
 _EMPTY: dict[str, Any] = {}  # shared by records without metadata or limits: never mutated
 
@@ -83,6 +85,10 @@ class KeyRecord:
     # from the key's groups (not columns of the key)
     groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
     team: TeamPolicy | None = None  # through the key's user
+    # "key", or "session": a signed-in person (id: the session's, name: the user's,
+    # owner: the email, scopes: the role's; see keystile.sessions)
+    kind: str = "key"
+    role: str | None = None
     granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
     limited: bool = field(init=False, default=False)  # any rate limit or quota, key or team
     has_quotas: bool = field(init=False, default=False)

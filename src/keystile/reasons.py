@@ -130,6 +130,27 @@ INVALID_KEYS = Reason(
     _RATE,
     "Too many invalid API keys from this address; retry later.",
 )
+LOGIN_REQUIRED = Reason("login_required", "no_session", _401, _AUTH, "Sign in to use this page.")
+INVALID_SESSION = Reason(
+    "login_required", "unknown_session", _401, _AUTH, "Your session is not valid: sign in again."
+)
+SESSION_EXPIRED = Reason(
+    "login_required", "session_ended", _401, _AUTH, "Your session has ended: sign in again."
+)
+SESSION_NOT_ALLOWED = Reason(
+    "route_not_allowed",
+    "session_route",
+    _403,
+    _PERM,
+    "This route takes API keys, not a browser session.",
+)
+CROSS_SITE_REQUEST = Reason(
+    "cross_site_request",
+    "cross_site",
+    _403,
+    _PERM,
+    "A cross-site request with a session cookie was refused.",
+)
 STORE_UNAVAILABLE = Reason(
     "auth_unavailable",
     "store_unavailable",
@@ -146,11 +167,12 @@ REASONS: tuple[Reason, ...] = (
     DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, AMBIGUOUS_PATH, UNKNOWN_TARGET,
     UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
     MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, INVALID_KEYS,
+    LOGIN_REQUIRED, INVALID_SESSION, SESSION_EXPIRED, SESSION_NOT_ALLOWED, CROSS_SITE_REQUEST,
     STORE_UNAVAILABLE,
     INTERNAL_ERROR,
 )  # fmt: skip
 
 DENIAL_CODES = ("missing_api_key", "invalid_api_key", "expired_api_key", "revoked_api_key",
                 "insufficient_scope", "route_not_allowed", "ip_not_allowed", "rate_limited",
-                "quota_exceeded")  # fmt: skip
+                "quota_exceeded", "login_required", "cross_site_request")  # fmt: skip
 DETAILS = tuple(dict.fromkeys(reason.detail for reason in REASONS))

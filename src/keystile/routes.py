@@ -22,7 +22,7 @@ _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade")
 RESERVED_HEADERS = frozenset({"host", "content-length", "proxy-authorization", *_HOP_BY_HOP})
 RESERVED_PREFIX = "x-keystile-"
-ROUTE_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "inject"})
+ROUTE_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "inject", "sessions"})
 
 
 class Secret:
@@ -65,6 +65,7 @@ class Route:
     host: str | None  # lower-case; "*.example.com" matches sub-domains
     scopes: frozenset[str]  # all are required
     inject: tuple[tuple[str, Secret], ...]
+    sessions: bool = False  # a signed-in browser may use it (API keys always may)
 
     def matches(self, method: str, host: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -175,6 +176,9 @@ def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str
     if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
         errors.append(f"{where}.scopes={scopes!r}: a list of scope names")
         scopes = []
+    sessions = raw.get("sessions", False)
+    if not isinstance(sessions, bool):
+        errors.append(f"{where}.sessions={sessions!r}: true or false")
     inject = []
     injections = raw.get("inject", {})
     if not isinstance(injections, Mapping):
@@ -202,6 +206,7 @@ def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str
         host=host.lower() if isinstance(host, str) else None,
         scopes=frozenset(scopes),
         inject=tuple(inject),
+        sessions=sessions is True,
     )
 
 

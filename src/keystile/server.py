@@ -26,9 +26,12 @@ from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
+from keystile.sessions import LoginThrottle, SessionLookup, SessionService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 from keystile.usage import UsageMeter
+from keystile.web.signin import HOLDER, SignIn, sign_in_app
+from keystile.web.signin import PREFIX as PAGES_PREFIX
 from keystile.wire import AuthListener
 from keystile.workers import supervise
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:  # grpcio is imported only when the gRPC listener is configure
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 CACHE = web.AppKey("cache", CachedLookup)
+SESSION_CACHE = web.AppKey("session_cache", CachedLookup)  # sessions by token hash
 METRICS = web.AppKey("metrics", Metrics)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
@@ -45,6 +49,7 @@ ADMIN_APP = web.AppKey("admin_app", web.Application)
 ADMIN_ROOT = web.AppKey("admin_root", web.Application)
 USAGE = web.AppKey("usage", UsageMeter)
 DENIALS = web.AppKey("denials", logs.DenialLog)
+PAGES = web.AppKey("pages", web.Application)  # sign-in pages under /_keystile
 
 log = logging.getLogger("keystile.server")
 T = TypeVar("T")
@@ -63,7 +68,7 @@ async def unready(app: web.Application) -> dict[str, str] | None:
         await asyncio.wait_for(app[STORE].ping(), READY_TIMEOUT)
     except (StoreError, TimeoutError):
         return {"store": app[STORE].lost or "unreachable"}
-    if not app[CACHE].fresh:
+    if not app[CACHE].fresh or not app[SESSION_CACHE].fresh:
         return {"cache": "stale"}
     return None
 
@@ -84,19 +89,21 @@ async def metrics(request: web.Request) -> web.Response:
 SYNC_SPACING = 0.05  # seconds: the least time between two change-log reads
 
 
-async def _sync_forever(cache: CachedLookup, interval: float) -> None:
-    """Read the change log every ``interval``, or sooner when the cache asks
-    (a key the hash filter has not seen, with the lookup trickle spent)."""
+async def _sync_forever(caches: list[CachedLookup], interval: float) -> None:
+    """Read the change log every ``interval``, or sooner when a cache asks (a key
+    the hash filter has not seen, with the lookup trickle spent; a session ended)."""
     wanted = asyncio.Event()
-    cache.wake = wanted.set
+    for cache in caches:
+        cache.wake = wanted.set
     failing = False
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wanted.wait(), interval)
         wanted.clear()
         try:
-            await _follow_the_file(cache)
-            await cache.sync()
+            await _follow_the_file(caches)
+            for cache in caches:
+                await cache.sync()
         except StoreError as exc:
             if not failing:
                 log.error("store unreachable; cached keys expire after max_staleness: %s", exc)
@@ -108,26 +115,28 @@ async def _sync_forever(cache: CachedLookup, interval: float) -> None:
         await asyncio.sleep(SYNC_SPACING)
 
 
-async def _follow_the_file(cache: CachedLookup) -> None:
+async def _follow_the_file(caches: list[CachedLookup]) -> None:
     """Notice the store's file deleted or replaced (a restore from backup) under
     the running server: a replaced file is opened in place of the old one and the
-    cache starts over from it; a deleted one fails closed until a file is back."""
-    store = cache.lookup.store
+    caches start over from it; a deleted one fails closed until a file is back."""
+    store = caches[0].lookup.store
     changed = store.file_changed()
     if changed is None:
         return
     if changed == "replaced":
         log.error("the store file %s was replaced; reopening it, the cache starts over", store.path)
         await store.reopen()
-        cache.clear()
-        await cache.start()
+        for cache in caches:
+            cache.clear()
+            await cache.start()
         log.info("store file %s reopened", store.path)
     elif store.lost is None:
         log.error("the store file %s was deleted; every key is refused until it is back",
                   store.path)  # fmt: skip
         await store.detach(f"the store file {store.path} was deleted")
-        cache.clear()
-        cache.last_sync = float("-inf")  # fail closed now, not after max_staleness
+        for cache in caches:
+            cache.clear()
+            cache.last_sync = float("-inf")  # fail closed now, not after max_staleness
 
 
 async def _flush_forever(app: web.Application, interval: float) -> None:
@@ -172,14 +181,42 @@ def make_app(settings: Settings) -> web.Application:
             observe_store=app[METRICS].store_seconds.observe,
         )
         await cache.start()
-        app[STORE], app[CACHE] = store, cache
+        sessions = CachedLookup(
+            SessionLookup(store, settings.session_idle_timeout, settings.session_member_scopes),
+            ttl=settings.cache_ttl,
+            size=settings.cache_size,
+            negative_ttl=settings.negative_ttl,
+            negative_size=settings.negative_size,
+            max_staleness=settings.max_staleness,
+        )
+        await sessions.start()
+        app[STORE], app[CACHE], app[SESSION_CACHE] = store, cache, sessions
         app[METRICS].cache = cache
         rules = rules_of(settings)
         limit = settings.invalid_key_limit
         authorizer = app[AUTHORIZER] = Authorizer(
-            rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None
+            rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions
         )
-        trusted, denials = TrustedProxies(settings.trusted_proxies), app[DENIALS]
+        signing = SessionService(
+            store,
+            idle=settings.session_idle_timeout,
+            absolute=settings.session_absolute_timeout,
+            throttle=LoginThrottle(settings.login_attempts, settings.login_lockout),
+        )
+        signing.on_end.append(sessions.invalidate)  # a sign-out: at once in this process
+        signing.on_change.append(lambda: sessions.wake())  # others: the change log, now
+        trusted = TrustedProxies(settings.trusted_proxies)
+        app[PAGES][HOLDER]["current"] = SignIn(
+            signing,
+            sessions,
+            trusted,
+            settings.session_cookie,
+            settings.session_cookie_secure,
+            settings.return_hosts,
+            settings.session_trusted_origins,
+            settings.session_absolute_timeout,
+        )
+        denials = app[DENIALS]
         app[GATES] = {
             adapter.name: Gate(adapter, authorizer, app[METRICS], app[USAGE], trusted, denials)
             for adapter in ADAPTERS
@@ -190,7 +227,7 @@ def make_app(settings: Settings) -> web.Application:
             keys, AccountService(keys), authorizer, trusted, app[USAGE]
         )
         tasks = [
-            asyncio.create_task(_sync_forever(cache, settings.poll_interval)),
+            asyncio.create_task(_sync_forever([cache, sessions], settings.poll_interval)),
             asyncio.create_task(_flush_forever(app, settings.usage_flush_interval)),
         ]
         yield
@@ -208,6 +245,8 @@ def make_app(settings: Settings) -> web.Application:
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    app[PAGES] = sign_in_app()
+    app.add_subapp(PAGES_PREFIX, app[PAGES])
     app[ADMIN_APP] = admin_app()
     if settings.admin_listen is None:
         app.add_subapp(PREFIX, app[ADMIN_APP])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from keystile.decide import Decision
+from keystile.model import SESSION
 from keystile.store import Store
 
 UsageKey = tuple[str, int, str, str]  # key id, hour start, route, outcome
@@ -20,6 +21,7 @@ class UsageMeter:
     def __init__(self) -> None:
         self.counts: Counter[UsageKey] = Counter()
         self.last_used: dict[str, float] = {}
+        self.seen: dict[str, float] = {}  # sessions: the idle timeout's clock
 
     def record(self, decision: Decision, now: float) -> None:
         record = decision.record
@@ -30,7 +32,10 @@ class UsageMeter:
         hour = int(now // 3600 * 3600)
         self.counts[(record.id, hour, route, "allow" if reason is None else reason.code)] += 1
         if reason is None:
-            self.last_used[record.id] = now
+            if record.kind == SESSION:
+                self.seen[record.id] = now
+            else:
+                self.last_used[record.id] = now
 
     @property
     def pending(self) -> int:
@@ -38,16 +43,18 @@ class UsageMeter:
 
     async def flush(self, store: Store) -> int:
         """Write what was counted since the last flush; returns how many requests."""
-        counts, last_used = self.counts, self.last_used
-        if not counts and not last_used:
+        counts, last_used, seen = self.counts, self.last_used, self.seen
+        if not counts and not last_used and not seen:
             return 0
-        self.counts, self.last_used = Counter(), {}
+        self.counts, self.last_used, self.seen = Counter(), {}, {}
         try:
+            await store.touch_sessions(seen)  # first: a retry only raises times again
             await store.add_usage(counts, last_used)
         except BaseException:
             self.counts.update(counts)  # put them back: the next flush tries again
-            for key_id, at in last_used.items():
-                self.last_used[key_id] = max(at, self.last_used.get(key_id, 0.0))
+            for kept, taken in ((self.last_used, last_used), (self.seen, seen)):
+                for item_id, at in taken.items():
+                    kept[item_id] = max(at, kept.get(item_id, 0.0))
             raise
         return sum(counts.values())
 

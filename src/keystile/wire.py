@@ -135,7 +135,7 @@ class AuthListener:
         written per request."""
         reason = decision.reason
         record = decision.record
-        if reason is None and record is not None and entry is not None:
+        if reason is None and record is not None and entry is not None and decision.cookie is None:
             name, route = gate.adapter.name, decision.route
             head = entry.reply(name, route)
             if head is None:
@@ -148,7 +148,8 @@ class AuthListener:
                 return head, b""
             figures = "".join([f"{name}: {value}\r\n" for name, value in rate_headers(decision)])
             return head + figures.encode(), b""
-        if reason is None or decision.rate is not None or decision.retry_after is not None:
+        if (reason is None or decision.rate is not None or decision.retry_after is not None
+                or decision.location is not None):  # fmt: skip
             reply = gate.reply(decision)
             return encode_head(reply), reply.body
         denial = self.denials.get((gate.adapter.name, reason))

@@ -44,10 +44,12 @@ class Reply(NamedTuple):
 class Adapter:
     """One proxy dialect.
 
-    ``render`` may depend on nothing but a denial's reason, ``retry_after`` and
-    ``rate``, or an allow's :class:`~keystile.decide.Grant` (given for allows
-    only): replies are built once and reused on that promise. An allow's
-    ``X-RateLimit-*`` headers are added by the gate, the same for every dialect.
+    ``render`` may depend on nothing but a denial's reason, ``retry_after``,
+    ``rate`` and ``location``, or an allow's :class:`~keystile.decide.Grant`
+    (given for allows only) and ``cookie``: replies are built once and reused
+    on that promise (never when a decision carries a location or a cookie). An
+    allow's ``X-RateLimit-*`` headers are added by the gate, the same for every
+    dialect.
     """
 
     name: str  # label in logs and metrics
@@ -64,7 +66,7 @@ def error_body(reason: Reason) -> bytes:
 
 
 def www_authenticate(reason: Reason) -> str:
-    if reason.code == "missing_api_key":
+    if reason.code in ("missing_api_key", "login_required"):
         return 'Bearer realm="keystile"'
     return f'Bearer realm="keystile", error="invalid_token", error_description="{reason.code}"'
 
@@ -72,13 +74,17 @@ def www_authenticate(reason: Reason) -> str:
 def deny_reply(
     decision: Decision, status: int | None = None, extra: dict[str, str] | None = None
 ) -> Reply:
-    """A denial: the reason's status (unless the proxy needs another), JSON body, safe headers."""
+    """A denial: the reason's status (unless the proxy needs another), JSON body, safe
+    headers. A browser sent to sign in gets a 302 with its Location."""
     reason = decision.reason
     assert reason is not None
     headers = deny_headers(decision)
     if extra:
         headers.update(extra)
     headers["Content-Type"] = JSON
+    if decision.location is not None:
+        headers["Location"] = decision.location
+        status = status or 302
     return Reply(status or reason.outcome.value, list(headers.items()), error_body(reason))
 
 

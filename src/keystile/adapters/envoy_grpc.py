@@ -72,7 +72,12 @@ def render(decision: Decision, grant: Grant | None) -> CheckResponse:
     if grant is not None:
         # Envoy refuses to remove Host or a pseudo-header (and keystile never asks)
         remove = [name for name in grant.strip if name != "host" and not name.startswith(":")]
-        ok = OkHttpResponse(headers=_options(grant.upstream), headers_to_remove=remove,
+        upstream = list(grant.upstream)
+        if decision.cookie:  # the client's cookies without keystile's
+            upstream.append(("cookie", decision.cookie))
+        elif decision.cookie is not None:  # keystile's was the only one
+            remove.append("cookie")
+        ok = OkHttpResponse(headers=_options(upstream), headers_to_remove=remove,
                             response_headers_to_add=_options(rate_headers(decision)))  # fmt: skip
         return CheckResponse(status=Status(code=code_pb2.OK), ok_response=ok)
     reply = deny_reply(decision)
@@ -81,4 +86,5 @@ def render(decision: Decision, grant: Grant | None) -> CheckResponse:
         headers=_options(reply.headers),
         body=reply.body.decode(),
     )
-    return CheckResponse(status=Status(code=CODES[reply.status]), denied_response=denied)
+    code = CODES.get(reply.status, code_pb2.UNAUTHENTICATED)  # 302: to the sign-in page
+    return CheckResponse(status=Status(code=code), denied_response=denied)

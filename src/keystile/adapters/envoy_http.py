@@ -31,9 +31,14 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
 def render(decision: Decision, grant: Grant | None) -> Reply:
     if grant is not None:
         headers = list(grant.upstream)
-        if grant.strip:
+        strip = grant.strip
+        if decision.cookie:  # the client's cookies without keystile's
+            headers.append(("cookie", decision.cookie))
+        elif decision.cookie is not None:  # keystile's was the only one
+            strip = (*strip, "cookie")
+        if strip:
             # only headers we do not set: Envoy may apply removals after setting
-            headers.append((REMOVE_HEADER, ",".join(grant.strip)))
+            headers.append((REMOVE_HEADER, ",".join(strip)))
         return Reply(200, headers)
     return deny_reply(decision)
 

@@ -6,7 +6,9 @@ non-2xx answer goes to the client as it is, so a rate limit is a real 429.
 On 2xx the proxy copies the listed response headers onto the request; every
 header keystile speaks for but does not set this time is sent empty, so a
 proxy that copies only headers present in the answer (Caddy before 2.10)
-still overwrites a client's forged or leftover value.
+still overwrites a client's forged or leftover value. A request with cookies
+gets its ``Cookie`` line back without keystile's session cookie (the shipped
+configs copy ``Cookie``); "go and sign in" is a 302 to the sign-in page.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
 
 def render(decision: Decision, grant: Grant | None) -> Reply:
     if grant is not None:
-        return Reply(200, [*grant.upstream, *((name, "") for name in grant.strip)])
+        headers = [*grant.upstream, *((name, "") for name in grant.strip)]
+        if decision.cookie is not None:  # the client's cookies without keystile's
+            headers.append(("Cookie", decision.cookie))
+        return Reply(200, headers)
     return deny_reply(decision)
 
 

@@ -5,7 +5,10 @@ nginx sends the client's headers (no body) plus, from our shipped config,
 ``X-Forwarded-For``, read right to left); these are believed only from a
 trusted proxy. nginx allows on 2xx, denies on 401/403 and turns
 every other status into a 500, so a rate limit travels as 403 with
-``X-Keystile-Status: 429``; the shipped config turns it back into a 429.
+``X-Keystile-Status: 429`` and "go and sign in" as 401 with a ``Location``;
+the shipped config turns them into a 429 and a 302. On an allow of a request
+with cookies, ``X-Keystile-Cookie`` holds the ``Cookie`` line for the upstream
+(keystile's session cookie taken out); the shipped config sets it.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
 
 def render(decision: Decision, grant: Grant | None) -> Reply:
     if grant is not None:
+        if decision.cookie is not None:
+            return Reply(200, [*grant.upstream, ("X-Keystile-Cookie", decision.cookie)])
         return Reply(200, grant.upstream)
     reason = decision.reason
     assert reason is not None
     extra = {"X-Keystile-Message": reason.message}
+    if decision.location is not None:
+        return deny_reply(decision, status=401, extra=extra)  # a 302 would be a 500
     if reason.outcome is Outcome.RATE_LIMITED:
         extra["X-Keystile-Status"] = "429"
         # 403, not 429: nginx turns any status but 2xx/401/403 into a 500

@@ -17,6 +17,7 @@ from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
 from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
 from keystile.service import KeyService
+from keystile.sessions import LoginThrottle, SessionService
 from keystile.store import Store
 
 
@@ -86,7 +87,11 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
 async def _run_store_command(args: argparse.Namespace, settings: config.Settings) -> int:
     async with await Store.open(settings.db) as store:
         keys = KeyService(store, settings.hasher(), settings.key_prefix)
-        code: int = await args.run(args, Cli(keys, AccountService(keys), settings))
+        sessions = SessionService(store, idle=settings.session_idle_timeout,
+                                  absolute=settings.session_absolute_timeout,
+                                  throttle=LoginThrottle(settings.login_attempts,
+                                                         settings.login_lockout))  # fmt: skip
+        code: int = await args.run(args, Cli(keys, AccountService(keys), settings, sessions))
         return code
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import secrets
 import sys
+from typing import Any
 
 from keystile.cache import CachedLookup
 from keystile.cli import args as types
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
 from keystile.durations import format_instant
+from keystile.errors import InvalidInput
 from keystile.explain import explain
 from keystile.gate import Authorizer, rules_of
 from keystile.lookup import KeyLookup
 from keystile.static_keys import StaticKeys
+from keystile.store.records import ROLES
 from keystile.usage import summarize
 
 
@@ -30,13 +35,52 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND")  # fmt: skip
-    p = users.add_parser("create", help="create a user")
-    p.add_argument("external_id", help="e.g. an email address")
+    p = users.add_parser("create", help="create a user (who may sign in once given a password)")
+    p.add_argument("external_id", help="the name they sign in with, e.g. an email address")
     p.add_argument("--team", metavar="TEAM_ID", type=types.text)
+    p.add_argument("--role", choices=ROLES, default="member")
+    p.add_argument("--email", type=types.text)
     _json(p, user_create)
+    p = users.add_parser("create-admin", help="first admin on a fresh install: creates an "
+                         "admin and prints a generated password once")  # fmt: skip
+    p.add_argument("external_id", help="the name they sign in with")
+    p.add_argument("--email", type=types.text)
+    _json(p, user_create_admin)
     p = users.add_parser("list", help="list users")
     p.add_argument("--team", metavar="TEAM_ID", type=types.text)
     _json(p, user_list)
+    p = users.add_parser("update", help="change a user's role, email or team")
+    p.add_argument("user", help="user id or sign-in name")
+    p.add_argument("--role", choices=ROLES)
+    p.add_argument("--email", type=types.text)
+    p.add_argument("--team", metavar="TEAM_ID", type=types.text)
+    _json(p, user_update)
+    for name, disabled in (("disable", True), ("enable", False)):
+        p = users.add_parser(name, help=f"{name} a user (a disabled user's sessions and keys "
+                             "stop at once)")  # fmt: skip
+        p.add_argument("user", help="user id or sign-in name")
+        p.set_defaults(disabled=disabled)
+        _json(p, user_update)
+    p = users.add_parser("set-password", help="set a user's password (prompted; never in argv)")
+    p.add_argument("user", help="user id or sign-in name")
+    p.add_argument("--stdin", action="store_true",
+                   help="read the password from the first line of standard input")  # fmt: skip
+    _json(p, user_set_password)
+    p = users.add_parser("sessions", help="a user's open browser sessions")
+    p.add_argument("user", help="user id or sign-in name")
+    _json(p, user_sessions)
+    p = users.add_parser("end-sessions", help="end every browser session of a user")
+    p.add_argument("user", help="user id or sign-in name")
+    _json(p, user_end_sessions)
+
+    sessions = sub.add_parser("sessions", help="browser sessions").add_subparsers(
+        dest="sessions_command", required=True, metavar="COMMAND")  # fmt: skip
+    p = sessions.add_parser("list", help="open sessions, oldest first")
+    p.add_argument("--user", help="user id or sign-in name")
+    _json(p, session_list)
+    p = sessions.add_parser("revoke", help="end one session (every server, within a poll)")
+    p.add_argument("session_id")
+    _json(p, session_revoke)
 
     groups = sub.add_parser("groups", help="manage groups").add_subparsers(
         dest="groups_command", required=True, metavar="COMMAND")  # fmt: skip
@@ -53,6 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = groups.add_parser("delete", help="delete a group (its keys lose its scopes)")
     p.add_argument("group_id")
     _json(p, group_delete)
+    for name, member in (("add-user", True), ("remove-user", False)):
+        p = groups.add_parser(
+            name, help=f"{name.split('-')[0]} a user {'to' if member else 'from'} a group"
+        )
+        p.add_argument("group_id")
+        p.add_argument("user", help="user id or sign-in name")
+        p.set_defaults(member=member)
+        _json(p, user_membership)
     for name, member in (("add-key", True), ("remove-key", False)):
         p = groups.add_parser(
             name, help=f"{name.split('-')[0]} a key {'to' if member else 'from'} a group"
@@ -125,14 +177,97 @@ async def team_list(args: argparse.Namespace, cli: Cli) -> int:
     return _show(args, teams, ["ID", "NAME", "LIMITS"])
 
 
+USER_COLUMNS = ["ID", "EXTERNAL_ID", "ROLE", "EMAIL", "TEAM_ID", "DISABLED"]
+SESSION_COLUMNS = ["ID", "USER_ID", "CREATED_AT", "LAST_SEEN_AT", "EXPIRES_AT", "CLIENT_IP"]
+
+
 async def user_create(args: argparse.Namespace, cli: Cli) -> int:
-    user = await cli.accounts.create_user(args.external_id, args.team)
-    return _show(args, user.public(), ["ID", "EXTERNAL_ID", "TEAM_ID"])
+    user = await cli.accounts.create_user(args.external_id, args.team, role=args.role,
+                                          email=args.email)  # fmt: skip
+    return _show(args, user.public(), USER_COLUMNS)
+
+
+async def user_create_admin(args: argparse.Namespace, cli: Cli) -> int:
+    """The first admin, with a generated password shown here once."""
+    password = secrets.token_urlsafe(15)
+    user = await cli.accounts.create_user(args.external_id, role="admin", email=args.email,
+                                          password=password)  # fmt: skip
+    if args.json:
+        emit_json({**user.public(), "password": password})
+        return 0
+    print(f"Created admin {user.external_id} ({user.id}).")
+    print(f"Password (shown once, save it now): {password}")
+    print(f"Change it with: keystile users set-password {user.external_id}")
+    return 0
 
 
 async def user_list(args: argparse.Namespace, cli: Cli) -> int:
     users = [u.public() for u in await cli.keys.store.list_users(args.team)]
-    return _show(args, users, ["ID", "EXTERNAL_ID", "TEAM_ID"])
+    return _show(args, users, USER_COLUMNS)
+
+
+async def user_update(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.find_user(args.user)
+    changes: dict[str, Any] = {}
+    if getattr(args, "role", None) is not None:
+        changes["role"] = args.role
+    if getattr(args, "email", None) is not None:
+        changes["email"] = args.email
+    if getattr(args, "team", None) is not None:
+        changes["team_id"] = args.team
+    disabled = getattr(args, "disabled", None)
+    user = await cli.accounts.update_user(user.id, disabled=disabled, **changes)
+    return _show(args, user.public(), USER_COLUMNS)
+
+
+def _read_password(use_stdin: bool) -> str:
+    if use_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise InvalidInput("password", "the two entries differ")
+    return first
+
+
+async def user_set_password(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.find_user(args.user)
+    user = await cli.accounts.set_password(user.id, _read_password(args.stdin))
+    return _show(args, user.public(), USER_COLUMNS)
+
+
+def _session_rows(sessions: list[Any]) -> list[dict[str, object]]:
+    return [{**s.public(), "created_at": format_instant(s.created_at),
+             "last_seen_at": format_instant(s.last_seen_at),
+             "expires_at": format_instant(s.expires_at)} for s in sessions]  # fmt: skip
+
+
+async def user_sessions(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.find_user(args.user)
+    return _show(args, _session_rows(await cli.sessions.list(user.id)), SESSION_COLUMNS)
+
+
+async def user_end_sessions(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.find_user(args.user)
+    count = await cli.sessions.revoke_user(user.id, "cli")
+    return _show(args, {"user_id": user.id, "ended": count}, ["USER_ID", "ENDED"])
+
+
+async def session_list(args: argparse.Namespace, cli: Cli) -> int:
+    user_id = None if args.user is None else (await cli.accounts.find_user(args.user)).id
+    return _show(args, _session_rows(await cli.sessions.list(user_id)), SESSION_COLUMNS)
+
+
+async def session_revoke(args: argparse.Namespace, cli: Cli) -> int:
+    session = await cli.sessions.revoke(args.session_id, "cli")
+    return _show(args, _session_rows([session])[0], [*SESSION_COLUMNS, "REVOKED_AT"])
+
+
+async def user_membership(args: argparse.Namespace, cli: Cli) -> int:
+    user = await cli.accounts.find_user(args.user)
+    changed = await cli.accounts.set_user_membership(args.group_id, user.id, args.member)
+    data = {"group_id": args.group_id, "user_id": user.id, "member": args.member,
+            "changed": changed}  # fmt: skip
+    return _show(args, data, ["GROUP_ID", "USER_ID", "MEMBER", "CHANGED"])
 
 
 async def group_create(args: argparse.Namespace, cli: Cli) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from keystile.accounts import AccountService
 from keystile.config import Settings
 from keystile.service import KeyService
+from keystile.sessions import SessionService
 
 
 @dataclass(frozen=True)
@@ -14,3 +15,4 @@ class Cli:
     keys: KeyService
     accounts: AccountService
     settings: Settings
+    sessions: SessionService

@@ -7,10 +7,11 @@ from keystile.store.records import (
     AuditEntry,
     Group,
     KeyRecord,
+    Session,
     Team,
     User,
 )
 from keystile.store.sqlite import Store
 
-__all__ = ["STATES", "Audit", "AuditEntry", "Group", "KeyFilter", "KeyRecord", "Store",
+__all__ = ["STATES", "Audit", "AuditEntry", "Group", "KeyFilter", "KeyRecord", "Session", "Store",
            "Team", "User"]  # fmt: skip

@@ -21,7 +21,7 @@ def _team(row: sqlite3.Row) -> Team:
 
 
 def _user(row: sqlite3.Row) -> User:
-    return User(row[0], row[1], row[3], row[4], row[2])
+    return User(row[0], row[1], row[3], row[4], row[2], row[5], row[6], row[7], row[8])
 
 
 def _group(row: sqlite3.Row) -> Group:
@@ -29,14 +29,21 @@ def _group(row: sqlite3.Row) -> Group:
 
 
 _TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips FROM teams"
-_USER = "SELECT id, external_id, team_id, created_at, updated_at FROM users"
+_USER = (
+    "SELECT id, external_id, team_id, created_at, updated_at, role, email, password_hash,"
+    " disabled_at FROM users"
+)
 _GROUP = "SELECT id, name, scopes, created_at, updated_at FROM groups"
 
 
 _KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     # kind: (select, row -> record, SET clause for its changeable columns)
     "team": (_TEAM, _team, "name = ?, limits = ?, allowed_ips = ?"),
-    "user": (_USER, _user, ""),
+    "user": (
+        _USER,
+        _user,
+        "external_id = ?, team_id = ?, role = ?, email = ?, password_hash = ?, disabled_at = ?",
+    ),
     "group": (_GROUP, _group, "name = ?, scopes = ?"),
 }
 
@@ -45,6 +52,9 @@ def _changeable(kind: str, record: Any) -> tuple[Any, ...]:
     if kind == "team":
         ips = None if record.allowed_ips is None else list(record.allowed_ips)
         return (record.name, dumps(record.limits), dumps(ips))
+    if kind == "user":
+        return (record.external_id, record.team_id, record.role, record.email,
+                record.password_hash, record.disabled_at)  # fmt: skip
     return (record.name, dumps(list(record.scopes)))
 
 
@@ -104,16 +114,36 @@ class AccountStore(StoreBase):
                 conn, "SELECT 1 FROM teams WHERE id = ?", (user.team_id,)
             ):
                 raise NotFound(f"no team with id {user.team_id!r}")
+            if await self._one(conn, "SELECT 1 FROM users WHERE external_id = ?",
+                               (user.external_id,)):  # fmt: skip
+                raise Conflict(f"a user named {user.external_id!r} exists already")
             await conn.execute(
-                "INSERT INTO users (id, external_id, team_id, created_at, updated_at)"
-                " VALUES (?,?,?,?,?)",
-                (user.id, user.external_id, user.team_id, user.created_at, user.updated_at),
-            )
+                "INSERT INTO users (id, external_id, team_id, created_at, updated_at, role,"
+                " email, password_hash, disabled_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (user.id, user.external_id, user.team_id, user.created_at, user.updated_at,
+                 user.role, user.email, user.password_hash, user.disabled_at),
+            )  # fmt: skip
             await self._audit(conn, audit, "user", user.id, None, user.public())
         return user
 
     async def get_user(self, user_id: str) -> User:
         user: User = await self._get("user", user_id)
+        return user
+
+    async def find_user(self, name: str) -> User | None:
+        """The user who signs in as ``name`` (their external id), or None."""
+        rows = await self._fetch("reading a user", f"{_USER} WHERE external_id = ?", (name,))
+        return _user(rows[0]) if rows else None
+
+    async def update_user(self, user_id: str, changes: dict[str, Any], audit: Audit) -> User:
+        """Change a user (name, team, role, email, password hash, disabled), audited
+        without the password hash. Their sessions and keys see it through the change log."""
+        if changes.get("team_id"):
+            rows = await self._fetch("reading a team", "SELECT 1 FROM teams WHERE id = ?",
+                                     (changes["team_id"],))  # fmt: skip
+            if not rows:
+                raise NotFound(f"no team with id {changes['team_id']!r}")
+        user: User = await self._change("user", user_id, changes, audit)
         return user
 
     async def list_users(self, team_id: str | None = None) -> list[User]:
@@ -148,6 +178,7 @@ class AccountStore(StoreBase):
             if row is None:
                 raise NotFound(f"no group with id {group_id!r}")
             await conn.execute("DELETE FROM key_groups WHERE group_id = ?", (group_id,))
+            await conn.execute("DELETE FROM user_groups WHERE group_id = ?", (group_id,))
             await conn.execute("DELETE FROM groups WHERE id = ?", (group_id,))
             await self._audit(conn, audit, "group", group_id, _group(row).public(), None)
         return _group(row)
@@ -181,7 +212,48 @@ class AccountStore(StoreBase):
                 await self._audit(conn, audit, "key", key_id, before, after)
         return changed
 
+    async def set_user_membership(
+        self, user_id: str, group_id: str, member: bool, audit: Audit
+    ) -> bool:
+        """Add or remove a user from a group (their sessions get its scopes)."""
+        async with self._transaction(f"changing group {group_id}") as conn:
+            for table, item in (("users", user_id), ("groups", group_id)):
+                if not await self._one(conn, f"SELECT 1 FROM {table} WHERE id = ?", (item,)):
+                    raise NotFound(f"no {table[:-1]} with id {item!r}")
+            if member:
+                cursor = await conn.execute(
+                    "INSERT OR IGNORE INTO user_groups (user_id, group_id) VALUES (?, ?)",
+                    (user_id, group_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    "DELETE FROM user_groups WHERE user_id = ? AND group_id = ?",
+                    (user_id, group_id),
+                )
+            changed = cursor.rowcount > 0
+            if changed:
+                change = {"group_id": group_id}
+                before, after = (None, change) if member else (change, None)
+                await self._audit(conn, audit, "user", user_id, before, after)
+        return changed
+
+    async def groups_of_user(self, user_id: str) -> list[Group]:
+        rows = await self._fetch(
+            "reading a user's groups",
+            "SELECT g.id, g.name, g.scopes, g.created_at, g.updated_at FROM groups g"
+            " JOIN user_groups ug ON ug.group_id = g.id WHERE ug.user_id = ? ORDER BY g.name",
+            (user_id,),
+        )
+        return [_group(r) for r in rows]
+
     # -- audit log ----------------------------------------------------------------
+
+    async def record_audit(
+        self, audit: Audit, target_type: str, target_id: str, after: dict[str, Any]
+    ) -> None:
+        """An audit entry for something that changed nothing stored (a failed sign-in)."""
+        async with self._transaction("writing the audit log") as conn:
+            await self._audit(conn, audit, target_type, target_id, None, after)
 
     async def list_audit(
         self,

@@ -72,7 +72,7 @@ def _team(team_id: str, limits: str, ips: str | None) -> TeamPolicy:
 # team on each. Half the time of reading the groups apart, on the request path.
 _LOOKUP = (
     f"SELECT {', '.join('k.' + column for column in COLUMNS)}, g.id, g.name, g.scopes,"
-    " t.id, t.limits, t.allowed_ips FROM keys k"
+    " t.id, t.limits, t.allowed_ips, u.disabled_at FROM keys k"
     " LEFT JOIN key_groups kg ON kg.key_id = k.id LEFT JOIN groups g ON g.id = kg.group_id"
     " LEFT JOIN users u ON u.id = k.user_id LEFT JOIN teams t ON t.id = u.team_id"
     " WHERE k.key_hash = ? ORDER BY g.name"
@@ -87,8 +87,10 @@ def _find_by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyRecord | None:
         return None
     first = rows[0]
     groups = tuple(_group(*row[_N : _N + 3]) for row in rows if row[_N] is not None)
-    team = None if first[_N + 3] is None else _team(*first[_N + 3 :])
-    return KeyRecord.from_row(first[:_N], groups, team)
+    team = None if first[_N + 3] is None else _team(*first[_N + 3 : _N + 6])
+    record = KeyRecord.from_row(first[:_N], groups, team)
+    # a disabled user's keys stop with them (the record itself stays as it was)
+    return record if first[_N + 6] is None else replace(record, enabled=False)
 
 
 class KeyStore(StoreBase):

@@ -21,8 +21,9 @@ from keystile.model import (
     TeamPolicy,
 )
 
-__all__ = ["ACTIVE", "COLUMNS", "DELETED", "DISABLED", "EXPIRED", "REVOKED", "STATES",
-           "AuditEntry", "Group", "KeyRecord", "Team", "TeamPolicy", "User"]  # fmt: skip
+__all__ = ["ACTIVE", "COLUMNS", "DELETED", "DISABLED", "EXPIRED", "REVOKED", "ROLES",
+           "STATES", "AuditEntry", "Group", "KeyRecord", "Session", "Team", "TeamPolicy",
+           "User"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +41,47 @@ class Team:
                 "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
 
 
+ROLES = ("admin", "member")
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
-    external_id: str
+    external_id: str  # the name a person signs in with (often an email address)
     created_at: float
     updated_at: float
     team_id: str | None = None
+    role: str = "member"
+    email: str | None = None
+    password_hash: str | None = field(default=None, repr=False)  # argon2id; never shown
+    disabled_at: float | None = None
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "external_id": self.external_id, "team_id": self.team_id,
+                "role": self.role, "email": self.email,
+                "has_password": self.password_hash is not None,
+                "disabled": self.disabled_at is not None, "disabled_at": self.disabled_at,
                 "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A browser session as listings show it (the token's hash is never shown)."""
+
+    id: str
+    user_id: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float  # the absolute end
+    revoked_at: float | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "user_id": self.user_id, "created_at": self.created_at,
+                "last_seen_at": self.last_seen_at, "expires_at": self.expires_at,
+                "revoked_at": self.revoked_at, "client_ip": self.client_ip,
+                "user_agent": self.user_agent}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

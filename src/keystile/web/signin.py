@@ -1,0 +1,175 @@
+"""``/_keystile/login``, ``/_keystile/logout`` and ``/_keystile/whoami``.
+
+The sign-in form posts the user name and password; a success sets the session
+cookie (``__Host-`` prefixed, HttpOnly, Secure, SameSite=Lax, Path=/) and
+sends the browser back to where it was going (a return URL checked by
+:func:`keystile.returnurl.safe_return`). A wrong name and a wrong password
+get the same page; repeated failures lock the name and address for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from keystile.cache import CachedLookup
+from keystile.clientip import TrustedProxies
+from keystile.cookies import session_token
+from keystile.errors import StoreError
+from keystile.model import ACTIVE, SESSION
+from keystile.returnurl import safe_return
+from keystile.sessions import SessionService, SignInRefused
+from keystile.web.pages import (
+    SECURITY_HEADERS,
+    STATIC,
+    client_address,
+    from_elsewhere,
+    page,
+    secured,
+    setup_templates,
+)
+
+PREFIX = "/_keystile"
+LOGIN = PREFIX + "/login"
+log = logging.getLogger("keystile.web")
+MAX_FORM = 8 * 1024
+
+
+@dataclass(slots=True)
+class SignIn:
+    """What the pages need, set once the store is open."""
+
+    sessions: SessionService
+    cache: CachedLookup  # sessions by token hash
+    trusted: TrustedProxies
+    cookie: str  # the session cookie's name
+    secure: bool
+    return_hosts: tuple[str, ...]
+    trusted_origins: frozenset[str]
+    absolute: float
+
+
+SIGN_IN = web.AppKey("sign_in", SignIn)
+# the app holding SIGN_IN (set by the server once the store is open)
+HOLDER = web.AppKey("sign_in_holder", dict[str, SignIn])
+
+
+def _ctx(request: web.Request) -> SignIn:
+    return request.app[HOLDER]["current"]
+
+
+async def _signed_in(request: web.Request, ctx: SignIn) -> Any:
+    """The active session record of the request's cookie, or None."""
+    token = session_token(request.headers.get("Cookie"), ctx.cookie)
+    if token is None:
+        return None
+    entry = await ctx.cache.find(token)
+    if entry is None:
+        return None
+    record = entry.record
+    now = ctx.sessions.clock()
+    if record.kind != SESSION or record.state(now) != ACTIVE:
+        return None
+    return record
+
+
+def _form_page(request: web.Request, rd: str, *, error: str | None = None,
+               notice: str | None = None, name: str = "", status: int = 200,
+               user: Any = None) -> web.Response:  # fmt: skip
+    return page(request, "login.html",
+                {"rd": rd, "error": error, "notice": notice, "name": name, "user": user},
+                status)  # fmt: skip
+
+
+async def login_page(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    rd = safe_return(request.query.get("rd"), ctx.return_hosts)
+    notice = "You have signed out." if "signed_out" in request.query else None
+    try:
+        user = await _signed_in(request, ctx)
+    except StoreError:
+        user = None
+    return _form_page(request, rd, notice=notice, user=user)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    if from_elsewhere(request, ctx.trusted_origins):
+        return _form_page(request, "/", error="This sign-in came from another site and was "
+                          "refused.", status=403)  # fmt: skip
+    if (request.content_length or 0) > MAX_FORM:
+        return _form_page(request, "/", error="The form is too large.", status=413)
+    form = await request.post()
+    name, password = str(form.get("username", "")), str(form.get("password", ""))
+    rd = safe_return(str(form.get("rd", "")) or None, ctx.return_hosts)
+    if not name or not password:
+        return _form_page(request, rd, error="Enter your user name and password.", name=name,
+                          status=400)  # fmt: skip
+    address = client_address(request, ctx.trusted)
+    try:
+        signed = await ctx.sessions.sign_in(name, password, address,
+                                            request.headers.get("User-Agent"))  # fmt: skip
+    except SignInRefused as refused:
+        log.info("sign-in refused: %s (address %s)", refused.code, address)
+        status = 429 if refused.code == "locked_out" else 401
+        return _form_page(request, rd, error=refused.message, name=name, status=status)
+    except StoreError as exc:
+        log.warning("sign-in failed, store unavailable: %s", exc)
+        return _form_page(request, rd, error="Signing in is unavailable right now; try again "
+                          "in a moment.", name=name, status=503)  # fmt: skip
+    log.info("signed in: user %s, session %s", signed.user.id, signed.session.id)
+    response = web.HTTPSeeOther(rd, headers=SECURITY_HEADERS)
+    response.set_cookie(ctx.cookie, signed.token, max_age=int(ctx.absolute), path="/",
+                        secure=ctx.secure, httponly=True, samesite="Lax")  # fmt: skip
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    if from_elsewhere(request, ctx.trusted_origins):
+        return _form_page(request, "/", error="This sign-out came from another site and was "
+                          "refused.", status=403)  # fmt: skip
+    token = session_token(request.headers.get("Cookie"), ctx.cookie)
+    if token is not None:
+        try:
+            await ctx.sessions.sign_out(token)
+        except StoreError as exc:
+            log.warning("sign-out failed, store unavailable: %s", exc)
+            return _form_page(request, "/", error="Signing out is unavailable right now; try "
+                              "again in a moment.", status=503)  # fmt: skip
+    response = web.HTTPSeeOther(LOGIN + "?signed_out=1", headers=SECURITY_HEADERS)
+    response.del_cookie(ctx.cookie, path="/", secure=ctx.secure, httponly=True, samesite="Lax")
+    return response
+
+
+async def whoami(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    try:
+        record = await _signed_in(request, ctx)
+    except StoreError:
+        return web.json_response({"signed_in": False, "error": "auth_unavailable"}, status=503,
+                                 headers=SECURITY_HEADERS)  # fmt: skip
+    if record is None:
+        return web.json_response({"signed_in": False}, status=401, headers=SECURITY_HEADERS)
+    body = {"signed_in": True,
+            "user": {"id": record.user_id, "name": record.name, "email": record.owner,
+                     "role": record.role},
+            "scopes": list(record.granted), "groups": [name for _, name, _ in record.groups],
+            "session": {"id": record.id, "expires_at": record.expires_at}}  # fmt: skip
+    return web.json_response(body, headers=SECURITY_HEADERS)
+
+
+def sign_in_app() -> web.Application:
+    """The pages under ``/_keystile`` (mounted by the server on the main listener)."""
+    app = web.Application(client_max_size=MAX_FORM, middlewares=[secured])
+    app[HOLDER] = {}
+    setup_templates(app)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/whoami", whoami)
+    app.router.add_static("/static", STATIC, append_version=False)
+    return app

@@ -9,6 +9,7 @@ the same time and get the same answer.
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -18,7 +19,13 @@ from keystile.errors import InvalidInput
 MIN_LENGTH = 10
 MAX_LENGTH = 1024  # argon2 takes any length; a megabyte "password" is a denial of service
 _HASHER = PasswordHasher()  # argon2id, RFC 9106 low-memory defaults
-_DUMMY = _HASHER.hash("keystile: a password no user has")
+
+
+@cache
+def _dummy() -> str:
+    """A hash no password matches in practice, checked when there is no user (made on
+    first use: hashing at import would slow every CLI command)."""
+    return _HASHER.hash("keystile: a password no user has")
 
 
 def check_new(password: str) -> str:
@@ -38,7 +45,7 @@ async def hash_password(password: str) -> str:
 
 def _matches(stored: str | None, password: str) -> bool:
     try:
-        return _HASHER.verify(stored or _DUMMY, password[:MAX_LENGTH]) and stored is not None
+        return _HASHER.verify(stored or _dummy(), password[:MAX_LENGTH]) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

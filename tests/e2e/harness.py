@@ -89,11 +89,13 @@ class Seen:
 @dataclass
 class Upstream:
     """An HTTP server that records every request and answers 200 {"ok": true}, or, for a
-    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}."""
+    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}. With
+    ``site``, a GET of a file there (``/`` is index.html) answers the file."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    site: Path | None = None
 
     def start(self) -> Upstream:
         recorder = self
@@ -107,14 +109,17 @@ class Upstream:
                 recorder.seen.append(
                     Seen(self.command, self.path, list(self.headers.items()), body)
                 )
-                status = 200
+                status, kind = 200, "application/json"
                 payload = b'{"ok": true}'
+                page = recorder.page(self.command, self.path)
+                if page is not None:
+                    kind, payload = page
                 answer = re.search(r"/status/([1-5][0-9][0-9])$", self.path.split("?")[0])
                 if answer:
                     status = int(answer.group(1))
                     payload = b'{"upstream_status": %d}' % status
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":  # a body after HEAD desynchronises the proxy
@@ -135,6 +140,18 @@ class Upstream:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    def page(self, method: str, target: str) -> tuple[str, bytes] | None:
+        """(content type, body) of a file of ``site`` for a GET, else None."""
+        if self.site is None or method not in ("GET", "HEAD"):
+            return None
+        name = target.split("?")[0].lstrip("/") or "index.html"
+        path = self.site / name
+        if "/" in name or not path.is_file():
+            return None
+        kinds = {".html": "text/html; charset=utf-8", ".js": "text/javascript",
+                 ".css": "text/css"}  # fmt: skip
+        return kinds.get(path.suffix, "application/octet-stream"), path.read_bytes()
 
 
 class Keystile:
@@ -178,10 +195,10 @@ class Keystile:
         stop_process(self.proc, signal.SIGTERM)
         self.proc = None
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         # tests make keys before the first serve: they ask for the store explicitly
         return subprocess.run([str(KEYSTILE), "--create-store", *args], env=self.env,
-                              capture_output=True,
+                              capture_output=True, input=input_text,
                               text=True, check=True, timeout=60)  # fmt: skip
 
     def log(self) -> str:
@@ -197,6 +214,7 @@ class Proxy:
         workdir: Path,
         keystile_port: int,
         upstream_port: int,
+        pages_port: int | None = None,
     ) -> None:
         self.kind = kind
         self.binary = find_binary(BINARIES[kind])
@@ -217,6 +235,12 @@ class Proxy:
             ),
             spec["listen"]: spec["listen"].replace(spec["listen_port"], str(self.port)),
             spec["upstream"]: spec["upstream"].replace("9000", str(upstream_port)),
+            # keystile's pages on its HTTP listener, when checks go elsewhere (gRPC)
+            **(
+                {spec["pages"]: spec["pages"].replace("8700", str(pages_port))}
+                if "pages" in spec and pages_port is not None
+                else {}
+            ),
             **{
                 old: old.replace(port, str(free_port()))
                 for old, port in spec.get("extra", {}).items()
@@ -277,7 +301,8 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "envoy-grpc": {"source": "envoy/envoy-grpc.yaml", "config": "envoy-grpc.yaml", "grpc": True,
                    "keystile": "port_value: 8701", "keystile_port": "8701",
                    "listen": "port_value: 10000", "listen_port": "10000",
-                   "upstream": "port_value: 9000", "extra": {"port_value: 9901": "9901"}},
+                   "upstream": "port_value: 9000", "extra": {"port_value: 9901": "9901"},
+                   "pages": "port_value: 8700"},
     "caddy": {"source": "deploy/caddy/Caddyfile", "config": "Caddyfile",
               "keystile": "127.0.0.1:8700", "listen": "http://127.0.0.1:8081",
               "listen_port": "8081", "upstream": "127.0.0.1:9000"},
@@ -325,13 +350,15 @@ class Stack:
         return request(self.proxy.port, method, target, headers, body)
 
 
-def running_stack(workdir: Path, env: Mapping[str, str], kind: str = "nginx") -> Iterator[Stack]:
-    upstream = Upstream().start()
+def running_stack(
+    workdir: Path, env: Mapping[str, str], kind: str = "nginx", site: Path | None = None
+) -> Iterator[Stack]:
+    upstream = Upstream(site=site).start()
     keystile = Keystile(workdir, env, grpc=SHIPPED[kind].get("grpc", False))
     proxy: Proxy | None = None
     try:
         keystile.start()
-        proxy = Proxy(kind, workdir, keystile.check_port, upstream.port).start()
+        proxy = Proxy(kind, workdir, keystile.check_port, upstream.port, keystile.port).start()
         yield Stack(upstream, keystile, proxy)
     finally:
         if proxy is not None:

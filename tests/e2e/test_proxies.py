@@ -59,7 +59,7 @@ def upstream(stack: Stack) -> Upstream:
 @pytest.fixture(scope="module")
 def keys(stack: Stack) -> dict[str, tuple[str, str]]:
     ks = stack.keystile
-    expiry = time.time() + 4  # made first: its expiry must still lie ahead when it is made
+    expiry = time.time() + 6  # made first: its expiry must still lie ahead when it is made
     made = {
         "expiring": create_key(ks, "--name", "short", "--scope", "chat", "--expires-at",
                                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))),

@@ -17,18 +17,20 @@ from urllib.parse import unquote, urlsplit
 
 HOME = "/"
 MAX_LENGTH = 2048
-# a character no safe return URL holds, raw or once decoded: whitespace,
-# control bytes, backslashes
-_ODD = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+# Characters no safe return URL holds: raw, whitespace, control bytes and
+# backslashes (browsers drop tabs and newlines, and read "\\" as "/");
+# decoded, the same but for a space (an encoded space inside a path is fine).
+_RAW_ODD = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+_DECODED_ODD = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
 def _odd(text: str) -> bool:
-    if _ODD.search(text):
+    if _RAW_ODD.search(text):
         return True
     decoded = text
     for _ in range(3):  # %2F%2F, %252F...: look through repeated encodings
         decoded, previous = unquote(decoded), decoded
-        if _ODD.search(decoded) or decoded.startswith("//"):
+        if _DECODED_ODD.search(decoded) or decoded.lstrip(" ").startswith("//"):
             return True
         if decoded == previous:
             break

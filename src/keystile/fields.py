@@ -49,6 +49,10 @@ SPACES = " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2
 _SPACE_CLASS = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\ufeff"
 TEXT_PATTERN = rf"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE_CLASS}][^{_CONTROL}]*$"
 PLAIN_PATTERN = rf"^[^{_CONTROL}]*$"  # may be empty or blank, but holds no control character
+_EMAIL_PART = rf"[^@{_CONTROL}{_SPACE_CLASS}]+"
+EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+EMAIL = {"type": "string", "minLength": 5, "maxLength": 254, "pattern": EMAIL_PATTERN}
+_EMAIL_RE = re.compile(EMAIL_PATTERN)
 _TEXT_RE = re.compile(TEXT_PATTERN)
 _PLAIN_RE = re.compile(PLAIN_PATTERN)
 
@@ -276,10 +280,8 @@ def check_role(role: str) -> str:
 def check_email(email: str | None) -> str | None:
     if email is None:
         return None
-    email = check_text("email", email.strip(), 254)
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in email):
-        raise InvalidInput("email", f"{email!r} is not an email address")
+    if not 5 <= len(email) <= 254 or not _EMAIL_RE.fullmatch(email):
+        raise InvalidInput("email", f"{_show(email)} is not an email address")
     return email
 
 

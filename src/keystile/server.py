@@ -224,7 +224,7 @@ def make_app(settings: Settings) -> web.Application:
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
         keys.on_change.append(cache.invalidate)  # same process: at once
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
-            keys, AccountService(keys), authorizer, trusted, app[USAGE]
+            keys, AccountService(keys), authorizer, trusted, app[USAGE], signing
         )
         tasks = [
             asyncio.create_task(_sync_forever([cache, sessions], settings.poll_interval)),

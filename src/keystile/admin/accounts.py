@@ -10,6 +10,7 @@ from keystile.admin.context import caller_of
 from keystile.admin.http import iso, reply
 from keystile.admin.validation import read_body, read_query
 from keystile.service import UNSET
+from keystile.store import Session
 
 
 async def _admin(request: web.Request):  # type: ignore[no-untyped-def]
@@ -51,8 +52,64 @@ async def create_user(request: web.Request) -> web.Response:
     ctx, caller = await _admin(request)
     body = await read_body(request)
     user = await ctx.accounts.create_user(body["external_id"], body.get("team_id"),
-                                          actor=caller.actor)  # fmt: skip
+                                          actor=caller.actor, role=body.get("role", "member"),
+                                          email=body.get("email"))  # fmt: skip
     return reply(iso(user.public()), status=201)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    """Role, email, team, disabled (a disabled user's sessions and keys stop). No
+    password here: passwords are set with the CLI, never sent to an API."""
+    ctx, caller = await _admin(request)
+    body = await read_body(request)
+    user = await ctx.accounts.update_user(
+        request.match_info["user_id"], role=body.get("role"),
+        email=body.get("email", UNSET), team_id=body.get("team_id", UNSET),
+        disabled=body.get("disabled"), actor=caller.actor,
+    )  # fmt: skip
+    return reply(iso(user.public()))
+
+
+def _session_view(session: Session) -> dict[str, object]:
+    return iso(session.public())
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx, _ = await _admin(request)
+    user_id = request.match_info.get("user_id") or read_query(request).get("user_id")
+    if user_id is not None:
+        await ctx.keys.store.get_user(user_id)  # 404 for an unknown user
+    return reply({"data": [_session_view(s) for s in await ctx.sessions.list(user_id)]})
+
+
+async def end_user_sessions(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    user_id = request.match_info["user_id"]
+    ended = await ctx.sessions.revoke_user(user_id, caller.actor)
+    return reply({"user_id": user_id, "ended": ended})
+
+
+async def revoke_session(request: web.Request) -> web.Response:
+    ctx, caller = await _admin(request)
+    return reply(_session_view(await ctx.sessions.revoke(request.match_info["session_id"],
+                                                         caller.actor)))  # fmt: skip
+
+
+async def add_group_user(request: web.Request) -> web.Response:
+    return await _user_membership(request, True)
+
+
+async def remove_group_user(request: web.Request) -> web.Response:
+    return await _user_membership(request, False)
+
+
+async def _user_membership(request: web.Request, member: bool) -> web.Response:
+    ctx, caller = await _admin(request)
+    group_id, user_id = request.match_info["group_id"], request.match_info["user_id"]
+    changed = await ctx.accounts.set_user_membership(group_id, user_id, member,
+                                                     actor=caller.actor)  # fmt: skip
+    return reply({"group_id": group_id, "user_id": user_id, "member": member,
+                  "changed": changed})  # fmt: skip
 
 
 async def list_users(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from keystile.clientip import TrustedProxies
 from keystile.gate import Authorizer
 from keystile.routes import RouteTable
 from keystile.service import KeyService
+from keystile.sessions import SessionService
 from keystile.usage import UsageMeter
 
 
@@ -22,6 +23,7 @@ class AdminContext:
     authorizer: Authorizer
     trusted: TrustedProxies
     usage: UsageMeter
+    sessions: SessionService
 
     @property
     def routes(self) -> RouteTable:

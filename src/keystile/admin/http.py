@@ -21,7 +21,7 @@ from keystile.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 
 MAX_BODY = 64 * 1024
 TIME_FIELDS = ("created_at", "updated_at", "last_used_at", "expires_at", "revoked_at",
-               "deleted_at", "at")  # fmt: skip
+               "deleted_at", "at", "last_seen_at", "disabled_at")  # fmt: skip
 log = logging.getLogger("keystile.admin")
 
 

@@ -19,6 +19,8 @@ KEY_FIELDS = {
 TEAM_FIELDS = {"name": fields.text_schema("the team's name"), "limits": fields.LIMITS,
                "allowed_ips": {**fields.NETWORKS, "type": ["array", "null"]}}  # fmt: skip
 GROUP_FIELDS = {"name": fields.GROUP_NAME, "scopes": fields.SCOPES}
+ROLE = {"enum": ["admin", "member"]}
+EMAIL = fields.EMAIL
 
 
 def _body(properties: dict[str, Any], required: tuple[str, ...] = (),
@@ -45,7 +47,11 @@ REQUESTS: dict[str, Any] = {
     "TeamCreate": _body(TEAM_FIELDS, ("name",)),
     "TeamInput": _body(TEAM_FIELDS),
     "UserCreate": _body({"external_id": fields.text_schema("e.g. an email address"),
-                         "team_id": fields.ID}, ("external_id",)),
+                         "team_id": fields.ID, "role": ROLE, "email": EMAIL},
+                        ("external_id",)),
+    "UserInput": _body({"role": ROLE, "email": {**EMAIL, "type": ["string", "null"]},
+                        "team_id": {**fields.ID, "type": ["string", "null"]},
+                        "disabled": {"type": "boolean"}}),
     "GroupCreate": _body(GROUP_FIELDS, ("name",)),
     "GroupInput": _body(GROUP_FIELDS),
 }  # fmt: skip
@@ -89,9 +95,20 @@ SCHEMAS: dict[str, Any] = {
     "Team": {"type": "object", "required": ["id", "name"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "limits": {"type": "object"},
         "created_at": TIME, "updated_at": TIME}},
-    "User": {"type": "object", "required": ["id", "external_id"], "properties": {
+    "User": {"type": "object", "required": ["id", "external_id", "role"], "properties": {
         "id": {"type": "string"}, "external_id": {"type": "string"}, "team_id": NULLABLE_STRING,
+        "role": ROLE, "email": NULLABLE_STRING, "has_password": {"type": "boolean"},
+        "disabled": {"type": "boolean"}, "disabled_at": TIME,
         "created_at": TIME, "updated_at": TIME}},
+    "Session": {"type": "object", "required": ["id", "user_id"], "properties": {
+        "id": {"type": "string"}, "user_id": {"type": "string"}, "created_at": TIME,
+        "last_seen_at": TIME, "expires_at": TIME, "revoked_at": TIME,
+        "client_ip": NULLABLE_STRING, "user_agent": NULLABLE_STRING}},
+    "SessionsEnded": {"type": "object", "required": ["user_id", "ended"], "properties": {
+        "user_id": {"type": "string"}, "ended": {"type": "integer"}}},
+    "UserMembership": {"type": "object", "properties": {
+        "group_id": {"type": "string"}, "user_id": {"type": "string"},
+        "member": {"type": "boolean"}, "changed": {"type": "boolean"}}},
     "Group": {"type": "object", "required": ["id", "name", "scopes"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "scopes": STRINGS,
         "created_at": TIME, "updated_at": TIME}},

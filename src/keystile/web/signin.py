@@ -84,6 +84,11 @@ def _form_page(request: web.Request, rd: str, *, error: str | None = None,
                 status)  # fmt: skip
 
 
+def see_other(location: str) -> web.Response:
+    """303 to ``location``: after a form, the browser GETs it."""
+    return web.Response(status=303, headers={**SECURITY_HEADERS, "Location": location})
+
+
 async def login_page(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     rd = safe_return(request.query.get("rd"), ctx.return_hosts)
@@ -95,7 +100,7 @@ async def login_page(request: web.Request) -> web.Response:
     return _form_page(request, rd, notice=notice, user=user)
 
 
-async def login(request: web.Request) -> web.StreamResponse:
+async def login(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     if from_elsewhere(request, ctx.trusted_origins):
         return _form_page(request, "/", error="This sign-in came from another site and was "
@@ -121,13 +126,13 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _form_page(request, rd, error="Signing in is unavailable right now; try again "
                           "in a moment.", name=name, status=503)  # fmt: skip
     log.info("signed in: user %s, session %s", signed.user.id, signed.session.id)
-    response = web.HTTPSeeOther(rd, headers=SECURITY_HEADERS)
+    response = see_other(rd)
     response.set_cookie(ctx.cookie, signed.token, max_age=int(ctx.absolute), path="/",
                         secure=ctx.secure, httponly=True, samesite="Lax")  # fmt: skip
     return response
 
 
-async def logout(request: web.Request) -> web.StreamResponse:
+async def logout(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     if from_elsewhere(request, ctx.trusted_origins):
         return _form_page(request, "/", error="This sign-out came from another site and was "
@@ -140,7 +145,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             log.warning("sign-out failed, store unavailable: %s", exc)
             return _form_page(request, "/", error="Signing out is unavailable right now; try "
                               "again in a moment.", status=503)  # fmt: skip
-    response = web.HTTPSeeOther(LOGIN + "?signed_out=1", headers=SECURITY_HEADERS)
+    response = see_other(LOGIN + "?signed_out=1")
     response.del_cookie(ctx.cookie, path="/", secure=ctx.secure, httponly=True, samesite="Lax")
     return response
 

@@ -12,6 +12,7 @@ from keystile import __version__, config
 from keystile.accounts import AccountService
 from keystile.cli import accounts as accounts_cli
 from keystile.cli import keys as keys_cli
+from keystile.cli.accounts import user_create_admin
 from keystile.cli.args import positive_int
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
@@ -109,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers is not None:
                 settings = dataclasses.replace(settings, workers=args.workers)
             return serve(settings)
-        if not args.create_store and not settings.db.exists():
+        # the first admin of a fresh install comes before any store exists
+        bootstrap = getattr(args, "run", None) is user_create_admin
+        if not args.create_store and not bootstrap and not settings.db.exists():
             hint = "start `keystile serve` once (it creates it), check KEYSTILE_DB"
             return _fail(f"no key store at {settings.db}: {hint}, or pass --create-store", 1)
         return asyncio.run(_run_store_command(args, settings))

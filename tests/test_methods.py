@@ -73,6 +73,8 @@ def test_no_override(pairs: tuple[tuple[str, str], ...], query: str) -> None:
         ((("X_HTTP_Method_Override", "DELETE"),), "", ("DELETE",)),
         ((("x_http_method", "DELETE"),), "", ("DELETE",)),
         ((("X-Method_Override", "DELETE"),), "", ("DELETE",)),
+        ((("X.HTTP.Method.Override", "DELETE"),), "", ("DELETE",)),
+        ((("x~http+method", "PUT"),), "", ("PUT",)),
         ((("X-HTTP-METHOD-OVERRIDE", " DELETE "),), "", ("DELETE",)),
         ((("X-HTTP-Method-Override", "GET"),), "", ("GET",)),
         ((("X-HTTP-Method-Override", "POST"),), "", ("POST",)),

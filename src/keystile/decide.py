@@ -25,6 +25,7 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from keystile import reasons
+from keystile.aliases import header_key
 from keystile.clientip import ip_allowed
 from keystile.cookies import SECURE_NAME, cookie_line, session_token, without
 from keystile.copies import (
@@ -245,10 +246,13 @@ class Rules:
         )  # fmt: skip
 
     def imitates_managed(self, headers: Headers) -> bool:
-        """A header such as ``X_Keystile_Owner``: some upstreams (WSGI, CGI) read it as
-        ``X-Keystile-Owner``, and not every proxy drops it (Caddy, Traefik)."""
+        """A header such as ``X_Keystile_Owner`` or ``X.Keystile.Owner``: WSGI, CGI and
+        PHP upstreams read it as ``X-Keystile-Owner``, and not every proxy drops it
+        (Caddy and Envoy pass it on; see :mod:`keystile.aliases`)."""
+        managed = self.managed
         for name in headers:
-            if "_" in name and name.lower().replace("_", "-") in self.managed:
+            key = header_key(name)
+            if key in managed and key != name.lower():
                 return True
         return False
 

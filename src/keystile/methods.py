@@ -6,6 +6,7 @@ learned about the original request.
 
 from __future__ import annotations
 
+from keystile.aliases import header_key
 from keystile.credentials import Headers
 from keystile.paths import form_value, param_key, query_params
 
@@ -72,8 +73,10 @@ def method_overrides(headers: Headers, query: str) -> tuple[str, ...] | None:
     some on any method, and judging more is never less safe).
 
     Overrides are read from the headers in :data:`OVERRIDE_HEADERS`, in any
-    case and with ``_`` for ``-`` (``X_HTTP_Method_Override``, which WSGI, CGI
-    and PHP read as the same header), and from the query parameters in
+    case and with ``_``, ``.`` or any other alias character for ``-``
+    (``X_HTTP_Method_Override``, ``X.HTTP.Method.Override``, which WSGI, CGI and
+    PHP read as the same header: :mod:`keystile.aliases`), and from the query
+    parameters in
     :data:`OVERRIDE_PARAMS` (``_method=``, name compared after
     :func:`~keystile.paths.param_key`: any case, percent-encoded, PHP's
     ``.method``; the pair separators are ``&`` and ``;``; repeats all count).
@@ -89,7 +92,7 @@ def method_overrides(headers: Headers, query: str) -> tuple[str, ...] | None:
     """
     lengths = _OVERRIDE_LENGTHS  # a local: this loop runs on every request
     for name in headers:
-        if len(name) in lengths and name.lower().replace("_", "-") in OVERRIDE_HEADERS:
+        if len(name) in lengths and header_key(name) in OVERRIDE_HEADERS:
             break
     else:
         # Every spelling of "_method" but a percent-encoded one holds "method".
@@ -104,7 +107,7 @@ def _collect(headers: Headers, query: str) -> tuple[str, ...] | None:
     for name in headers:
         if len(name) not in _OVERRIDE_LENGTHS:
             continue
-        key = name.lower().replace("_", "-")
+        key = header_key(name)
         spelled = name.lower()
         if key not in OVERRIDE_HEADERS or spelled in spellings:
             continue

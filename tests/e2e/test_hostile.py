@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from keystile.aliases import header_key
 from tests.e2e import test_proxies
 from tests.e2e.harness import Stack, Upstream
 
@@ -57,7 +58,7 @@ def test_refused_whichever_proxy_asks(
 
 
 OVERRIDES = [("X-HTTP-Method-Override", "DELETE"), ("X-Method-Override", "PUT"),
-             ("X-HTTP-Method", "PATCH")]  # fmt: skip
+             ("X-HTTP-Method", "PATCH"), ("X.HTTP.Method.Override", "DELETE")]  # fmt: skip
 
 
 @pytest.mark.parametrize("override", OVERRIDES)
@@ -67,8 +68,16 @@ def test_a_method_override_is_judged_as_the_method_it_names(
     # the chat route allows GET and POST: an override to another method is refused
     key = keys["chat"][1]
     reply = stack.request("POST", "/v1/chat/completions", [("x-api-key", key), override], b"{}")
-    assert reply.status == 403, reply.text()
-    assert upstream.seen == []
+    name = override[0]
+    if reply.status == 200 and "-" not in name:
+        # an alias spelling (X.HTTP.Method.Override) that the proxy dropped (nginx,
+        # Traefik): the upstream never saw an override to judge
+        (seen,) = upstream.seen
+        assert not [h for h, _ in seen.headers if header_key(h) == header_key(name)], seen.headers
+        upstream.seen.clear()
+    else:
+        assert reply.status == 403, reply.text()
+        assert upstream.seen == []
     allowed = stack.request("POST", "/v1/chat/completions?_method=POST", [("x-api-key", key)],
                             b"{}")  # fmt: skip
     assert allowed.status == 200
@@ -94,4 +103,7 @@ def test_raw_bytes_and_odd_methods_are_never_allowed(
     stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]], head: bytes
 ) -> None:
     status = raw_request(stack.proxy.port, head.replace(b"{key}", keys["chat"][1].encode()))
-    assert upstream.seen == [] and status < 500, status  # refused, by the proxy or by keystile
+    # refused, by the proxy or by keystile, and never an error; Traefik refuses every
+    # CONNECT itself, before any middleware, with 501 (it does not do tunnels)
+    not_implemented = status == 501 and head.startswith(b"CONNECT ")
+    assert upstream.seen == [] and (status < 500 or not_implemented), status

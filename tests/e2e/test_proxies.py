@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from keystile.aliases import ALIAS_CHARS
 from tests.e2e.harness import Keystile, Reply, Stack, Upstream, running_stack
 
 UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
-PROXIES = ["nginx", "envoy", "envoy-grpc", "caddy"]
+PROXIES = ["nginx", "envoy", "envoy-grpc", "caddy", "traefik"]
 CONFIG = """
 [[routes]]
 name = "chat"
@@ -204,13 +205,19 @@ def test_ip_allowlists_see_a_loopback_client_as_127_0_0_1(stack: Stack, upstream
     assert len(upstream.seen) == 2
 
 
-@pytest.mark.parametrize("name", ["X_Keystile_Owner", "x-keystile_route", "X_Api_Key"])
-def test_underscore_spellings_never_reach_upstream(
+@pytest.mark.parametrize(
+    "name", ["X_Keystile_Owner", "x-keystile_route", "X_Api_Key", "X.Keystile.Owner",
+             "X+Api~Key", "Proxy.Authorization", "x-http-method.override"],
+)  # fmt: skip
+def test_alias_spellings_never_reach_upstream(
     stack: Stack, upstream: Upstream, keys: dict[str, tuple[str, str]], name: str
 ) -> None:
+    # WSGI, CGI and PHP upstreams read X.Keystile.Owner and X_Keystile_Owner as
+    # X-Keystile-Owner (every character of a name but letters and digits is "_" there)
     reply = stack.request("GET", "/v1/chat/x", [("x-api-key", keys["chat"][1]), (name, "forged")])
     for seen in upstream.seen:  # refused by the proxy or by keystile, or dropped
-        assert not any("_" in header for header, _ in seen.headers), seen.headers
+        aliases = [h for h, _ in seen.headers if set(h) & set(ALIAS_CHARS)]
+        assert aliases == [], seen.headers
     assert reply.status in (200, 400, 403), reply.text()
 
 
@@ -244,7 +251,9 @@ def test_keystile_down_means_no_upstream_hit(
         own.keystile.stop()
         own.upstream.seen.clear()
         reply = own.request("GET", "/v1/chat/x", [("x-api-key", keys["chat"][1])])
-        assert reply.status in (502, 503), reply.text()
+        # Traefik answers a forwardAuth it cannot reach with a bare 500, whatever the config
+        assert reply.status in ((500,) if stack.proxy.kind == "traefik" else (502, 503)), (
+            reply.text())  # fmt: skip
         assert own.upstream.seen == []
         no_secret_in(reply, keys["chat"][1])
 
@@ -254,7 +263,9 @@ def test_rate_limit_reaches_the_client_as_429(stack: Stack, upstream: Upstream) 
                         "--limit", "per_hour=1")  # fmt: skip
     first = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
     assert first.status == 200, first.text()
-    if stack.proxy.kind != "caddy":  # forward auth cannot pass auth headers on an allow
+    # forward auth (Caddy, Traefik) cannot pass the auth answer's headers to the client
+    # on an allow: only onto the upstream request
+    if stack.proxy.kind not in ("caddy", "traefik"):
         assert first.header("X-RateLimit-Limit") == "1"
         assert first.header("X-RateLimit-Remaining") == "0"
     limited = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])

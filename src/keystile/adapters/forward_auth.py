@@ -6,9 +6,11 @@ non-2xx answer goes to the client as it is, so a rate limit is a real 429.
 On 2xx the proxy copies the listed response headers onto the request; every
 header keystile speaks for but does not set this time is sent empty, so a
 proxy that copies only headers present in the answer (Caddy before 2.10)
-still overwrites a client's forged or leftover value. A request with cookies
-gets its ``Cookie`` line back without keystile's session cookie (the shipped
-configs copy ``Cookie``); "go and sign in" is a 302 to the sign-in page.
+still overwrites a client's forged or leftover value. (Traefik deletes every
+listed header first, so there the empty ones reach the upstream empty.) A
+request with cookies gets its ``Cookie`` line back without keystile's session
+cookie (the shipped configs copy ``Cookie``); "go and sign in" is a 302 to the
+sign-in page.
 """
 
 from __future__ import annotations

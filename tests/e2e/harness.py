@@ -314,8 +314,11 @@ class Proxy:
         its own 404 until then: wait until a keyless request is answered by keystile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if request(self.port, "GET", "/").status != 404:
-                return
+            try:
+                if request(self.port, "GET", "/").status != 404:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass  # not answering yet
             time.sleep(0.05)
         raise TimeoutError(f"traefik loaded no routers from {self.config.name} in {timeout} s")
 

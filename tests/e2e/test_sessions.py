@@ -5,19 +5,19 @@ reach the browser; keystile's session cookie must never reach the upstream."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.browser import browser, screenshot
 from tests.e2e.harness import ROOT, Stack, Upstream, request, running_stack
 from tests.e2e.test_proxies import PROXIES
 
+__all__ = ["browser"]  # the fixture, used by name
 CANARY = "sk-canary-upstream-9f8e7d6c5b4a3210"
 PASSWORD = "a long pass phrase 42"
 SITE = ROOT / "deploy" / "dashboard" / "site"
@@ -38,33 +38,6 @@ path = "/*"
 methods = ["GET", "HEAD"]
 sessions = true
 """
-SCREENSHOTS = os.environ.get("KEYSTILE_SCREENSHOTS")
-
-
-def find_chromium() -> str:
-    for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if Path(path).exists():
-            return path
-    message = "Debian's chromium is not installed (apt-get install chromium)"
-    if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
-        pytest.fail(message + " and KEYSTILE_E2E_REQUIRED=1")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = find_chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("KEYSTILE_E2E_REQUIRED") == "1":
-            pytest.fail("playwright is not installed and KEYSTILE_E2E_REQUIRED=1")
-        pytest.skip("playwright is not installed (pip install playwright)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium,
-                                              args=["--no-sandbox"])  # fmt: skip
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module", params=PROXIES)
@@ -105,13 +78,6 @@ def origin(stack: Stack) -> str:
     return f"http://127.0.0.1:{stack.proxy.port}"
 
 
-def screenshot(page: Any, stack: Stack, name: str, tmp_path: Path) -> None:
-    """Saved with the test's files, and in $KEYSTILE_SCREENSHOTS when set (the docs)."""
-    for folder in filter(None, (tmp_path, SCREENSHOTS)):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}-{stack.proxy.kind}.png"))
-
-
 def at_sign_in(url: str) -> bool:
     return "/_keystile/login?rd=" in url
 
@@ -150,21 +116,21 @@ def no_secret_in_browser(page: Any, context: Any, witness: Witness) -> None:
 
 
 def test_sign_in_then_the_dashboard_s_calls_carry_the_injected_key(
-    stack: Stack, upstream: Upstream, context: Any, tmp_path: Path
+    stack: Stack, upstream: Upstream, context: Any
 ) -> None:
     page = context.new_page()
     witness = Witness(page)
     page.goto(origin(stack) + "/")
     page.wait_for_url(at_sign_in)
     page.wait_for_selector("#username")
-    screenshot(page, stack, "login", tmp_path)
+    screenshot(page, f"sessions-login-{stack.proxy.kind}")
     page.fill("#username", "alice")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(origin(stack) + "/")
     page.wait_for_selector("#usage[data-state=loaded]")
     page.wait_for_function("document.getElementById('who').textContent.includes('alice')")
-    screenshot(page, stack, "dashboard", tmp_path)
+    screenshot(page, f"sessions-dashboard-{stack.proxy.kind}")
 
     calls = [seen for seen in upstream.seen if seen.path.startswith("/api/usage")]
     assert len(calls) == 1

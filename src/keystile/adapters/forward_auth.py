@@ -33,6 +33,7 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
         target=headers.get("X-Forwarded-Uri"),
         headers=headers,
         client_ip=client_ip,
+        scheme=headers.get("X-Forwarded-Proto"),
     )
 
 

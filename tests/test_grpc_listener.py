@@ -4,7 +4,10 @@ the way Envoy asks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -30,8 +33,9 @@ from keystile.gate import Authorizer
 from keystile.grpc_listener import CheckService
 from keystile.model import KeyRecord, RateInfo
 from keystile.routes import RouteTable
-from keystile.server import make_app, make_grpc_listener
+from keystile.server import SHUTDOWN_GRACE, make_app, make_grpc_listener
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
+from tests.test_workers import children
 
 from .adapters.conftest import TRUSTED
 from .conftest import UPSTREAM_SECRET
@@ -39,17 +43,23 @@ from .conftest import UPSTREAM_SECRET
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
 
 
-def check(port: int, headers: dict[str, str], path: str = "/v1/chat/x") -> CheckResponse:
+def ask_on(
+    channel: grpc.Channel, headers: dict[str, str], path: str = "/v1/chat/x"
+) -> CheckResponse:
     request = CheckRequest()
     http = request.attributes.request.http
     http.method, http.path, http.host = "GET", path, "api.example.com"
     http.headers.update(headers)
     request.attributes.source.address.socket_address.address = "192.0.2.7"
+    call = channel.unary_unary(CHECK, request_serializer=CheckRequest.SerializeToString,
+                               response_deserializer=CheckResponse.FromString)  # fmt: skip
+    response: CheckResponse = call(request, timeout=5)
+    return response
+
+
+def check(port: int, headers: dict[str, str], path: str = "/v1/chat/x") -> CheckResponse:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(CHECK, request_serializer=CheckRequest.SerializeToString,
-                                   response_deserializer=CheckResponse.FromString)  # fmt: skip
-        response: CheckResponse = call(request, timeout=5)
-        return response
+        return ask_on(channel, headers, path)
 
 
 def health(port: int, service: str = "") -> int:
@@ -90,15 +100,45 @@ def test_check_and_health_are_served_beside_http(served: Keystile) -> None:
     assert 'adapter="envoy_grpc",detail="no_key",outcome="unauthenticated"' in metrics
 
 
-def test_health_says_not_serving_once_the_store_is_gone(served: Keystile, tmp_path: Path) -> None:
-    assert served.grpc_port is not None
-    (tmp_path / "k.db").unlink()
+def wait_for_health(port: int, status: int, served: Keystile) -> None:
     deadline = time.monotonic() + 10
-    while health(served.grpc_port) != health_pb2.HealthCheckResponse.NOT_SERVING:
+    while health(port) != status:
         assert time.monotonic() < deadline, served.log()
         time.sleep(0.2)
+
+
+def test_health_follows_the_store(served: Keystile, tmp_path: Path) -> None:
+    assert served.grpc_port is not None
+    db = tmp_path / "k.db"
+    backup = tmp_path / "backup.db"
+    shutil.copy(db, backup)
+    db.unlink()  # keystile fails closed: NOT_SERVING, and no allow
+    wait_for_health(served.grpc_port, health_pb2.HealthCheckResponse.NOT_SERVING, served)
     made_up = "ks_" + "A" * 49
     assert check(served.grpc_port, {"x-api-key": made_up}).status.code != code_pb2.OK
+    shutil.copy(backup, db)  # restored from backup: serving again
+    wait_for_health(served.grpc_port, health_pb2.HealthCheckResponse.SERVING, served)
+
+
+def test_a_health_watch_sees_not_serving_at_shutdown_and_ends(served: Keystile) -> None:
+    # a watcher (client-side health checking) learns of the drain, and its open
+    # stream does not hold the shutdown for the whole grace period
+    assert served.grpc_port is not None and served.proc is not None
+    seen: list[object] = []
+    with grpc.insecure_channel(f"127.0.0.1:{served.grpc_port}") as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = next(stream)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        try:
+            seen.extend(reply.status for reply in stream)
+        except grpc.RpcError as exc:
+            seen.append(exc.code())
+        assert served.proc.wait(timeout=15) == 0
+    took = time.monotonic() - started
+    assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING], (seen, served.log())
+    assert took < SHUTDOWN_GRACE / 2, f"shutdown took {took:.1f} s"
 
 
 def test_a_second_keystile_cannot_take_the_grpc_port(served: Keystile, tmp_path: Path) -> None:
@@ -114,18 +154,90 @@ def test_a_second_keystile_cannot_take_the_grpc_port(served: Keystile, tmp_path:
     assert "Traceback" not in done.stderr
 
 
+def sockets_of(pid: int) -> set[int]:
+    """Inodes of the sockets ``pid`` holds open."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                found.add(int(target[8:-1]))
+    return found
+
+
+def tcp_sockets(port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets on local ``port`` in ``state`` (0A listening, 01 open)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == state:
+                found.add(int(fields[9]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 def test_workers_each_serve_the_grpc_port(tmp_path: Path) -> None:
     env = {"KEYSTILE_DB": str(tmp_path / "k.db"), "KEYSTILE_WORKERS": "2"}
     keystile = Keystile(tmp_path, env, grpc=True).start()
     try:
-        assert keystile.grpc_port is not None
+        port, proc = keystile.grpc_port, keystile.proc
+        assert port is not None and proc is not None
+        deadline = time.monotonic() + 10
+        while len(workers := children(proc.pid)) != 2 or not all(
+            sockets_of(pid) & tcp_sockets(port, "0A") for pid in workers
+        ):
+            assert time.monotonic() < deadline, ("both workers listen", keystile.log())
+            time.sleep(0.1)
         made = orjson.loads(keystile.cli("keys", "create", "--name", "w", "--json").stdout)
-        for _ in range(20):  # a fresh channel each: the kernel picks a worker each time
-            response = check(keystile.grpc_port, {"x-api-key": made["key"]})
-            assert response.status.code == code_pb2.OK, keystile.log()
+        answered: set[int] = set()
+        with contextlib.ExitStack() as channels:
+            for _ in range(40):  # a connection each, kept open: the kernel picks a worker
+                own = [("grpc.use_local_subchannel_pool", 1)]  # not another channel's
+                channel = channels.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}", own))
+                response = ask_on(channel, {"x-api-key": made["key"]})
+                assert response.status.code == code_pb2.OK, keystile.log()
+                held = tcp_sockets(port, "01")
+                answered = {pid for pid in workers if sockets_of(pid) & held}
+                if answered == workers:
+                    break
+        assert answered == workers, keystile.log()
     finally:
         keystile.stop()
     assert "Traceback" not in keystile.log()
+
+
+def serve_beside(running: Keystile, tmp_path: Path, shared: str) -> tuple[int, str]:
+    """``keystile serve --workers 2`` with ``running``'s ``shared`` address: exit code, stderr."""
+    env = {k: v for k, v in running.env.items() if k != "KEYSTILE_WORKERS"}
+    env.update(KEYSTILE_LISTEN=f"127.0.0.1:{free_port()}",
+               KEYSTILE_GRPC_LISTEN=f"127.0.0.1:{free_port()}")  # fmt: skip
+    env[shared] = running.env[shared]
+    proc = subprocess.Popen([str(KEYSTILE), "serve", "--workers", "2"], env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:  # it is serving: stop it and its workers
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+        return -1, "still serving after 10 s\n" + stderr
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("shared", ["KEYSTILE_GRPC_LISTEN", "KEYSTILE_LISTEN"])
+def test_workers_never_share_a_port_with_another_keystile(tmp_path: Path, shared: str) -> None:
+    # the workers share their ports with each other (SO_REUSEPORT), so they would share
+    # them with another keystile's workers too, silently, unless someone checks first
+    env = {"KEYSTILE_DB": str(tmp_path / "k.db"), "KEYSTILE_WORKERS": "2"}
+    first = Keystile(tmp_path, env, grpc=True).start()
+    try:
+        code, stderr = serve_beside(first, tmp_path, shared)
+    finally:
+        first.stop()
+    setting = {"KEYSTILE_GRPC_LISTEN": "grpc_listen", "KEYSTILE_LISTEN": "listen"}[shared]
+    assert code != 0, stderr
+    assert f"{setting} {first.env[shared]}: Address already in use" in stderr, stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.fixture

@@ -88,10 +88,17 @@ def test_two_workers_stay_coherent_and_are_replaced(served: Keystile) -> None:
     assert not children(parent)
 
 
-def test_a_taken_port_stops_every_worker_with_a_clear_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [("KEYSTILE_LISTEN", "listen"), ("KEYSTILE_GRPC_LISTEN", "grpc_listen")],
+)
+def test_a_taken_port_stops_every_worker_with_a_clear_message(
+    tmp_path: Path, variable: str, setting: str
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
-    env.update(KEYSTILE_DB=str(tmp_path / "k.db"), KEYSTILE_LISTEN=f"127.0.0.1:{port}")
+    env.update(KEYSTILE_DB=str(tmp_path / "k.db"), KEYSTILE_LISTEN=f"127.0.0.1:{free_port()}")
+    env[variable] = f"127.0.0.1:{port}"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
@@ -99,7 +106,9 @@ def test_a_taken_port_stops_every_worker_with_a_clear_message(tmp_path: Path) ->
             done = subprocess.run([str(KEYSTILE), "serve", "--workers", workers], env=env,
                                   capture_output=True, text=True, timeout=30)  # fmt: skip
             assert done.returncode != 0
-            assert f"listen 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+            message = f"{setting} 127.0.0.1:{port}: Address already in use"
+            assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+            assert "add_port.cc" not in done.stderr  # grpcio's own line, before ours
 
 
 def test_workers_must_be_a_positive_number(tmp_path: Path) -> None:

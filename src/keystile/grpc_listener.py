@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -23,9 +22,9 @@ from typing import Any
 
 import grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from keystile import reasons
+from keystile import ports, reasons
 from keystile.adapters import envoy_grpc
 from keystile.adapters.base import rate_headers
 from keystile.cache import Entry
@@ -33,6 +32,7 @@ from keystile.clientip import TrustedProxies
 from keystile.decide import Decision, Grant, refusal
 from keystile.errors import ConfigError
 from keystile.gate import Judge, failed
+from keystile.health import NOT_SERVING, SERVING, Health
 
 SERVICE = "envoy.service.auth.v3.Authorization"
 ALLOWED = Decision(None)  # an allow without rate-limit figures: what is kept per key
@@ -133,6 +133,7 @@ class GrpcListener:
     ) -> None:
         # Off unless workers share the port: grpcio sets SO_REUSEPORT by default, so
         # a second keystile would bind the same port silently and take half the checks.
+        self.reuse_port = reuse_port
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
         check: grpc.RpcMethodHandler[CheckRequest, bytes] = grpc.unary_unary_rpc_method_handler(
             service.check, request_deserializer=CheckRequest.FromString
@@ -142,48 +143,43 @@ class GrpcListener:
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Check": check}),)
         )
-        self.health = health.aio.HealthServicer()
+        self.health = Health([SERVICE])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.ready = ready
         self.tending: asyncio.Task[None] | None = None
 
     async def start(self, address: tuple[str, int], setting: str = "grpc_listen") -> None:
         host, port = address
+        if not self.reuse_port:  # a clear error, before grpcio logs its own
+            ports.claim([(setting, address)])
         try:
             self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         except RuntimeError:
-            raise ConfigError(f"{setting} {host}:{port}: {_why_not(host, port)}") from None
+            why = ports.why_taken(host, port) or "grpcio could not bind it"
+            raise ConfigError(f"{setting} {host}:{port}: {why}") from None
+        self.health.set(await self._status())  # right from the first health check
         await self.server.start()
         self.tending = asyncio.create_task(self._tend())
 
-    async def _tend(self) -> None:
+    async def _status(self) -> int:
         """SERVING while the store answers and the cache is in step (what /readyz says)."""
-        last = None
+        try:
+            return SERVING if await self.ready() else NOT_SERVING
+        except Exception:  # never a stale SERVING because the check itself broke
+            log.exception("readiness check failed; health NOT_SERVING")
+            return NOT_SERVING
+
+    async def _tend(self) -> None:
         while True:
-            status = (health_pb2.HealthCheckResponse.SERVING if await self.ready()
-                      else health_pb2.HealthCheckResponse.NOT_SERVING)  # fmt: skip
-            if status != last:
-                for name in ("", SERVICE):
-                    await self.health.set(name, status)
-                last = status
             await asyncio.sleep(HEALTH_INTERVAL)
+            self.health.set(await self._status())
 
     async def close(self, grace: float) -> None:
-        """Take no new calls; calls in flight get ``grace`` seconds to finish."""
+        """Health NOT_SERVING (watchers told, their streams ended); no new calls;
+        calls in flight get ``grace`` seconds to finish."""
         if self.tending is not None:
             self.tending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.tending
-        await self.health.enter_graceful_shutdown()
+        self.health.shutdown()
         await self.server.stop(grace)
-
-
-def _why_not(host: str, port: int) -> str:
-    """Why the address cannot be bound: grpcio only says that it cannot."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, port))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "grpcio could not bind it"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from keystile import heap, logs
+from keystile import heap, logs, ports
 from keystile.accounts import AccountService
 from keystile.adapters import ADAPTERS
 from keystile.admin import PREFIX, admin_app
@@ -329,7 +329,8 @@ async def _listen(address: tuple[str, int], setting: str, bind: Awaitable[T]) ->
         return await bind
     except OSError as exc:
         host, port = address
-        raise ConfigError(f"{setting} {host}:{port}: {exc.strerror or exc}") from None
+        why = ports.why_taken(host, port) or exc.strerror or exc  # uvloop's says it twice
+        raise ConfigError(f"{setting} {host}:{port}: {why}") from None
 
 
 def run_worker(settings: Settings, worker: int | None = None) -> None:

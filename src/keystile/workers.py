@@ -1,10 +1,11 @@
 """``keystile serve --workers N``: N processes, one event loop each, on shared ports.
 
-Every worker binds the listen (and admin) address with SO_REUSEPORT, so the
-kernel spreads new connections across them. The parent migrates the store once,
-forks the workers, passes SIGTERM/SIGINT on, and replaces a worker that dies
-after it had started; one that dies at start (port taken, store unreadable)
-stops them all.
+Every worker binds the listen (and admin, and gRPC) address with SO_REUSEPORT,
+so the kernel spreads new connections across them. The parent checks that no
+other process holds those addresses (SO_REUSEPORT would let the workers share
+them with another keystile's, silently), migrates the store once, forks the
+workers, passes SIGTERM/SIGINT on, and replaces a worker that dies after it had
+started; one that dies at start (port taken, store unreadable) stops them all.
 
 Each worker has its own cache, kept coherent through the store's change log (a
 revocation reaches every worker within ``poll_interval``). What a worker
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from keystile import ports
 from keystile.config import Settings
 from keystile.store import Store
 
@@ -39,6 +41,8 @@ async def _prepare(settings: Settings) -> None:
 
 def supervise(settings: Settings, run_worker: Callable[[Settings, int], None]) -> int:
     """Run ``settings.workers`` forked workers until a signal; the exit code."""
+    ports.claim([("listen", settings.listen), ("admin_listen", settings.admin_listen),
+                 ("grpc_listen", settings.grpc_listen)])  # fmt: skip
     asyncio.run(_prepare(settings))
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started)
     stopping = False

@@ -51,6 +51,14 @@ def test_facts_from_the_header_map_of_encode_raw_headers() -> None:
     assert seen.headers.get("x-custom") == "caf\xe9"  # bytes taken as they are (latin-1)
 
 
+def test_header_map_values_may_be_strings_and_repeat() -> None:
+    # only one of value / raw_value is set; a repeated header arrives as two entries
+    request = check_request(raw=[("x-api-key", b"ks_one")])
+    request.attributes.request.http.header_map.headers.add(key="x-api-key", value="ks_two")
+    seen = facts(request, "127.0.0.1", TRUSTED)
+    assert seen.headers.getall("x-api-key") == ["ks_one", "ks_two"]
+
+
 def test_an_untrusted_grpc_peer_gets_no_target() -> None:
     seen = facts(check_request({"x-api-key": "k"}), "203.0.113.9", TRUSTED)
     assert not seen.trusted and seen.target is None

@@ -5,12 +5,16 @@
     python -m tests.benchmarks.bench --baseline ../old-checkout   # before and after, one run
 
 Scenarios, interleaved round by round so that machine noise hits all alike, for
-nginx (1 worker) and Envoy (concurrency 1):
-  <proxy>-noauth    the proxy forwarding to the upstream, no auth (the limit)
-  <proxy>-floor     the shipped config, auth by a bare aiohttp handler (the floor)
+nginx (1 worker), Envoy (concurrency 1) over ext_authz HTTP, and the same Envoy
+over ext_authz gRPC (envoy-grpc):
+  <proxy>-noauth    the proxy forwarding to the upstream, no auth (the limit; Envoy's
+                    is envoy-noauth for both dialects)
+  <proxy>-floor     the shipped config, auth by a bare handler (the floor): aiohttp
+                    for HTTP (floor.py), grpcio's asyncio server for gRPC (grpc_floor.py)
   <proxy>-keystile  the shipped config, auth by `keystile serve` with a route that
                     requires a scope and injects the upstream credential, a rate limit
                     high enough never to trip, usage accounting and metrics
+  <proxy>-keystile2w  the same with --workers 2
   <proxy>-baseline  the same, served by another checkout's keystile (--baseline DIR,
                     a checkout with its own .venv): before/after ratios from one run
 Every scenario must answer 2xx to every request, or the run fails.
@@ -185,18 +189,26 @@ def main() -> int:
         two = Keystile(workdir, {**env, "KEYSTILE_WORKERS": "2"})
         two.start()
         stack.callback(two.stop)
+        # gRPC in processes of their own: the HTTP rows measure keystile as most run it
+        over_grpc = Keystile(workdir, env, grpc=True).start()
+        stack.callback(over_grpc.stop)
+        two_grpc = Keystile(workdir, {**env, "KEYSTILE_WORKERS": "2"}, grpc=True).start()
+        stack.callback(two_grpc.stop)
         baseline = None
         if args.baseline is not None:
-            baseline = Keystile(workdir, env, args.baseline / ".venv" / "bin" / "keystile")
+            speaks_grpc = (args.baseline / "src" / "keystile" / "grpc_listener.py").exists()
+            baseline = Keystile(workdir, env, args.baseline / ".venv" / "bin" / "keystile",
+                                grpc=speaks_grpc)  # fmt: skip
             baseline.start()
             stack.callback(baseline.stop)
 
         upstream = stack.enter_context(
             plain_nginx(workdir, "upstream", UPSTREAM_CONF.format(port=(up := free_port())), up)
         )
-        floor_port = free_port()
-        stack.enter_context(process([sys.executable, "-m", "tests.benchmarks.floor",
-                                     str(floor_port), key], floor_port, cwd=ROOT))  # fmt: skip
+        floor_port, grpc_floor_port = free_port(), free_port()
+        for module, port in (("floor", floor_port), ("grpc_floor", grpc_floor_port)):
+            stack.enter_context(process([sys.executable, "-m", f"tests.benchmarks.{module}",
+                                         str(port), key], port, cwd=ROOT))  # fmt: skip
         noauth, envoy_noauth = free_port(), free_port()
         scenarios = {
             "nginx-noauth": stack.enter_context(
@@ -217,11 +229,23 @@ def main() -> int:
                 shipped("envoy", workdir, keystile.port, upstream)
             ),
             "envoy-keystile2w": stack.enter_context(shipped("envoy", workdir, two.port, upstream)),
+            "envoy-grpc-floor": stack.enter_context(
+                shipped("envoy-grpc", workdir, grpc_floor_port, upstream)
+            ),
+            "envoy-grpc-keystile": stack.enter_context(
+                shipped("envoy-grpc", workdir, over_grpc.check_port, upstream)
+            ),
+            "envoy-grpc-keystile2w": stack.enter_context(
+                shipped("envoy-grpc", workdir, two_grpc.check_port, upstream)
+            ),
         }
         if baseline is not None:
-            for kind in ("nginx", "envoy"):
+            for kind in ("nginx", "envoy", "envoy-grpc"):
+                if kind == "envoy-grpc" and baseline.grpc_port is None:
+                    continue
+                port = baseline.check_port if kind == "envoy-grpc" else baseline.port
                 scenarios[f"{kind}-baseline"] = stack.enter_context(
-                    shipped(kind, workdir, baseline.port, upstream)
+                    shipped(kind, workdir, port, upstream)
                 )
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
         for port in scenarios.values():  # warm-up
@@ -244,14 +268,18 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     print(f"\n{args.rounds} rounds x {args.seconds:g} s, wrk -t1 -c{args.connections}, nginx 1 "
           f"worker, Envoy concurrency 1, {os.cpu_count()} cores; medians\n")  # fmt: skip
     header = ("scenario", "req/s", "p99 ms", "x limit", "x floor", "p99 x floor")
-    print("{:<18}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*header))
+    print("{:<23}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*header))
     for name, (rps, p99) in medians.items():
-        proxy = name.split("-")[0]
-        limit_rps = medians[f"{proxy}-noauth"][0]
-        floor_rps, floor_p99 = medians[f"{proxy}-floor"]
+        dialect = name.rpartition("-")[0]  # envoy-grpc-floor: envoy-grpc
+        limit_rps = medians[f"{name.split('-')[0]}-noauth"][0]  # the proxy's, no auth
+        floor_rps, floor_p99 = medians[f"{dialect}-floor"]
         row = (name, f"{rps:.0f}", f"{p99:.2f}", f"{rps / limit_rps:.2f}", f"{rps / floor_rps:.2f}",
                f"{p99 / floor_p99:.2f}")  # fmt: skip
-        print("{:<18}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
+        print("{:<23}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
+    if "envoy-grpc-floor" in medians:
+        grpc_floor, http_floor = medians["envoy-grpc-floor"][0], medians["envoy-floor"][0]
+        print(f"\nthrough Envoy, the gRPC floor answers {grpc_floor / http_floor:.2f}x the "
+              f"requests a second of the HTTP floor")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ def test_throughput_suite_smoke_run() -> None:
     find_binary("wrk")
     find_binary("envoy")
     out = smoke("tests.benchmarks.bench")
-    for proxy in ("nginx", "envoy"):
-        for scenario in ("noauth", "floor", "keystile", "keystile2w"):
+    for proxy in ("nginx", "envoy", "envoy-grpc"):
+        for scenario in ("floor", "keystile", "keystile2w"):
             assert f"{proxy}-{scenario} " in out
+    assert "nginx-noauth " in out and "envoy-noauth " in out
+    assert "the gRPC floor answers" in out
 
 
 def test_cold_suite_smoke_run() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.e2e.harness import ROOT, Reply, Stack, Upstream, running_stack
+from tests.e2e.harness import ROOT, Keystile, Proxy, Reply, Stack, Upstream, running_stack
 from tests.e2e.test_proxies import CONFIG, UPSTREAM_SECRET, create_key
 
 
@@ -115,3 +115,58 @@ def test_an_unreachable_upstream_is_not_reported_as_auth_unavailable(stack: Stac
     reply = stack.request("GET", "/v1/chat/x", [("x-api-key", key)])
     assert reply.status == 503, reply.text()
     assert b"auth_unavailable" not in reply.body, reply.text()
+
+
+@pytest.fixture(params=["headers", "header_map"], scope="module")
+def grpc_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The shipped envoy-grpc.yaml, and the same with ``encode_raw_headers: true``
+    (Envoy then sends the headers in ``header_map``, values as ``raw_value`` bytes,
+    repeated headers apart instead of joined)."""
+    workdir = tmp_path_factory.mktemp(f"grpc-{request.param}")
+    (workdir / "keystile.toml").write_text(CONFIG)
+    env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
+           "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
+           "E2E_UPSTREAM_KEY": UPSTREAM_SECRET}  # fmt: skip
+    upstream = Upstream().start()
+    keystile = Keystile(workdir, env, grpc=True)
+    proxy = Proxy("envoy-grpc", workdir, keystile.check_port, upstream.port)
+    if request.param == "header_map":
+        shipped = proxy.config.read_text()
+        setting = "failure_mode_allow: false\n"
+        assert setting in shipped
+        raw = setting + " " * 14 + "encode_raw_headers: true\n"
+        proxy.config.write_text(shipped.replace(setting, raw))
+    try:
+        keystile.start()
+        proxy.start()
+        yield Stack(upstream, keystile, proxy)
+    finally:
+        proxy.stop()
+        keystile.stop()
+        upstream.stop()
+
+
+def test_grpc_checks_read_headers_in_either_encoding(grpc_stack: Stack) -> None:
+    key_id, key = create_key(grpc_stack.keystile, "--name", "raw", "--scope", "chat")
+    _, other = create_key(grpc_stack.keystile, "--name", "other", "--scope", "chat")
+    seen = grpc_stack.upstream.seen
+    seen.clear()
+    forged = [("X-Api-Key", key), ("X-Keystile-Key-Id", "key_forged"), ("x-keystile-owner", "root")]
+    allowed = grpc_stack.request("POST", "/v1/chat/completions", forged, b"{}")
+    assert allowed.status == 200, allowed.text()
+    (upstream,) = seen
+    assert upstream.header("Authorization") == [f"Bearer {UPSTREAM_SECRET}"]
+    assert upstream.header("X-Keystile-Key-Id") == [key_id]
+    assert [v for v in upstream.header("X-Keystile-Owner") if v] == []
+    assert [v for v in upstream.header("X-Api-Key") if v] == []
+    for headers, code in [
+        ([("Authorization", "Bearer " + "ks_" + "A" * 49)], "invalid_api_key"),
+        ([("X-Api-Key", key), ("X-Api-Key", other)], "invalid_api_key"),  # two keys
+        ([], "missing_api_key"),
+    ]:
+        denied = grpc_stack.request("POST", "/v1/chat/completions", headers, b"{}")
+        assert denied.status == 401, denied.text()
+        assert json_of(denied)["error"]["code"] == code, denied.text()  # type: ignore[index]
+    assert len(seen) == 1

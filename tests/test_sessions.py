@@ -223,3 +223,16 @@ async def test_a_session_on_a_route_for_keys_only_is_refused(
     ended = RULES.decide(RULES.screen(facts("GET", "/api/x", Cookie=cookie, Accept="text/html")),  # type: ignore[arg-type]
                          None, None, clock.now)  # fmt: skip
     assert ended.reason is reasons.INVALID_SESSION and ended.location is not None
+
+
+def test_the_sign_in_location_is_absolute_when_the_proxy_names_the_scheme() -> None:
+    """Traefik resolves a relative Location against keystile's own address."""
+    headers = CIMultiDict({"Accept": "text/html"})
+    told = Facts("forward", "GET", "app.example.com:8443", "/api/x", headers, scheme="https")
+    decision = RULES.screen(told)
+    assert not isinstance(decision, Presented)
+    assert decision.location == "https://app.example.com:8443/_keystile/login?rd=/api/x"
+    odd = Facts("forward", "GET", "evil.example/x?", "/api/x", headers, scheme="https")
+    weird = RULES.screen(odd)
+    assert not isinstance(weird, Presented) and weird.location is not None
+    assert weird.location.startswith("/_keystile/login")

@@ -125,8 +125,8 @@ class AccountService:
         self, group_id: str, user_id: str, member: bool, actor: str = "cli"
     ) -> bool:
         action = "group.add_user" if member else "group.remove_user"
-        return await self.store.set_user_membership(user_id, group_id, member,
-                                                    Audit(actor, action))  # fmt: skip
+        return await self.store.set_membership(user_id, group_id, member,
+                                               Audit(actor, action), kind="user")  # fmt: skip
 
     # -- groups -------------------------------------------------------------------------
 

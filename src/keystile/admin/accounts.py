@@ -96,20 +96,11 @@ async def revoke_session(request: web.Request) -> web.Response:
 
 
 async def add_group_user(request: web.Request) -> web.Response:
-    return await _user_membership(request, True)
+    return await _membership(request, True, "user")
 
 
 async def remove_group_user(request: web.Request) -> web.Response:
-    return await _user_membership(request, False)
-
-
-async def _user_membership(request: web.Request, member: bool) -> web.Response:
-    ctx, caller = await _admin(request)
-    group_id, user_id = request.match_info["group_id"], request.match_info["user_id"]
-    changed = await ctx.accounts.set_user_membership(group_id, user_id, member,
-                                                     actor=caller.actor)  # fmt: skip
-    return reply({"group_id": group_id, "user_id": user_id, "member": member,
-                  "changed": changed})  # fmt: skip
+    return await _membership(request, False, "user")
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -160,18 +151,21 @@ async def delete_group(request: web.Request) -> web.Response:
 
 
 async def add_group_key(request: web.Request) -> web.Response:
-    return await _membership(request, True)
+    return await _membership(request, True, "key")
 
 
 async def remove_group_key(request: web.Request) -> web.Response:
-    return await _membership(request, False)
+    return await _membership(request, False, "key")
 
 
-async def _membership(request: web.Request, member: bool) -> web.Response:
+async def _membership(request: web.Request, member: bool, kind: str) -> web.Response:
+    """A key or a user in or out of a group."""
     ctx, caller = await _admin(request)
-    group_id, key_id = request.match_info["group_id"], request.match_info["key_id"]
-    changed = await ctx.accounts.set_membership(group_id, key_id, member, actor=caller.actor)
-    return reply({"group_id": group_id, "key_id": key_id, "member": member, "changed": changed})
+    group_id, item = request.match_info["group_id"], request.match_info[f"{kind}_id"]
+    change = ctx.accounts.set_membership if kind == "key" else ctx.accounts.set_user_membership
+    changed = await change(group_id, item, member, actor=caller.actor)
+    return reply({"group_id": group_id, f"{kind}_id": item, "member": member,
+                  "changed": changed})  # fmt: skip
 
 
 async def list_routes(request: web.Request) -> web.Response:

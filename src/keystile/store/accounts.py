@@ -190,51 +190,27 @@ class AccountStore(StoreBase):
     async def list_groups(self) -> list[Group]:
         return [_group(r) for r in await self._fetch("listing groups", f"{_GROUP} ORDER BY name")]
 
-    async def set_membership(self, key_id: str, group_id: str, member: bool, audit: Audit) -> bool:
-        """Add or remove a key from a group; returns whether anything changed."""
-        async with self._transaction(f"changing group {group_id}") as conn:
-            for table, item in (("keys", key_id), ("groups", group_id)):
-                if not await self._one(conn, f"SELECT 1 FROM {table} WHERE id = ?", (item,)):
-                    raise NotFound(f"no {table[:-1]} with id {item!r}")
-            if member:
-                cursor = await conn.execute(
-                    "INSERT OR IGNORE INTO key_groups (key_id, group_id) VALUES (?, ?)",
-                    (key_id, group_id),
-                )
-            else:
-                cursor = await conn.execute(
-                    "DELETE FROM key_groups WHERE key_id = ? AND group_id = ?", (key_id, group_id)
-                )
-            changed = cursor.rowcount > 0
-            if changed:
-                change = {"group_id": group_id}
-                before, after = (None, change) if member else (change, None)
-                await self._audit(conn, audit, "key", key_id, before, after)
-        return changed
-
-    async def set_user_membership(
-        self, user_id: str, group_id: str, member: bool, audit: Audit
+    async def set_membership(
+        self, key_id: str, group_id: str, member: bool, audit: Audit, kind: str = "key"
     ) -> bool:
-        """Add or remove a user from a group (their sessions get its scopes)."""
+        """Add or remove a key (or, with ``kind="user"``, a user: their sessions get the
+        group's scopes) from a group; returns whether anything changed."""
+        table, links = {"key": ("keys", "key_groups"), "user": ("users", "user_groups")}[kind]
+        column = f"{kind}_id"
         async with self._transaction(f"changing group {group_id}") as conn:
-            for table, item in (("users", user_id), ("groups", group_id)):
-                if not await self._one(conn, f"SELECT 1 FROM {table} WHERE id = ?", (item,)):
-                    raise NotFound(f"no {table[:-1]} with id {item!r}")
+            for source, item in ((table, key_id), ("groups", group_id)):
+                if not await self._one(conn, f"SELECT 1 FROM {source} WHERE id = ?", (item,)):
+                    raise NotFound(f"no {source[:-1]} with id {item!r}")
             if member:
-                cursor = await conn.execute(
-                    "INSERT OR IGNORE INTO user_groups (user_id, group_id) VALUES (?, ?)",
-                    (user_id, group_id),
-                )
+                sql = f"INSERT OR IGNORE INTO {links} ({column}, group_id) VALUES (?, ?)"
             else:
-                cursor = await conn.execute(
-                    "DELETE FROM user_groups WHERE user_id = ? AND group_id = ?",
-                    (user_id, group_id),
-                )
+                sql = f"DELETE FROM {links} WHERE {column} = ? AND group_id = ?"
+            cursor = await conn.execute(sql, (key_id, group_id))
             changed = cursor.rowcount > 0
             if changed:
                 change = {"group_id": group_id}
                 before, after = (None, change) if member else (change, None)
-                await self._audit(conn, audit, "user", user_id, before, after)
+                await self._audit(conn, audit, kind, key_id, before, after)
         return changed
 
     async def groups_of_user(self, user_id: str) -> list[Group]:

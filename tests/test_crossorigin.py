@@ -23,6 +23,8 @@ CASES = [
     ("POST", {"Origin": "null"}, True),
     ("POST", {}, False),  # neither header: not a browser
     ("PUT", {"Origin": "https://trusted.example.net"}, False),
+    ("POST", {"Origin": "https://trusted.example.net", "Sec-Fetch-Site": "same-site"}, False),
+    ("POST", {"Origin": "https://other.example.net", "Sec-Fetch-Site": "same-site"}, True),
 ]
 
 

@@ -26,7 +26,7 @@ UNSAFE = [
     "https://example.com/",  # the suffix rule admits sub-domains only
     "https:evil.example", "https://user@app.partner.org/", "//app.partner.org@evil.example",
     "https://app.partner.org:notaport/", "ftp://app.partner.org/", "http://[::1/",
-    "/" + "a" * 3000,
+    "/" + "a" * 3000, "https://evil.com%2F.example.com/", "https://ex\u0430mple.example.com/",
 ]  # fmt: skip
 
 

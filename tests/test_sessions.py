@@ -3,6 +3,7 @@ the sign-in throttle, and how the core judges a session."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -17,10 +18,16 @@ from keystile.decide import Facts, Presented, Rules, SessionRules
 from keystile.errors import InvalidInput
 from keystile.keys import Hasher, KeyFormat
 from keystile.lookup import KeyLookup
-from keystile.model import ACTIVE, DISABLED, EXPIRED, REVOKED, SESSION
+from keystile.model import ACTIVE, EXPIRED, REVOKED, SESSION
 from keystile.routes import load_routes
 from keystile.service import KeyService
-from keystile.sessions import LoginThrottle, SessionLookup, SessionService, SignInRefused
+from keystile.sessions import (
+    LoginThrottle,
+    SessionLookup,
+    SessionService,
+    SignInRefused,
+    new_token,
+)
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 from tests.conftest import Clock
@@ -107,11 +114,11 @@ async def test_ending_sessions_reaches_the_record(
     await sessions.revoke(two.session.id, "admin")
     assert (await lookup_of(store, two.token)).state(clock.now) == REVOKED
     await accounts.update_user(alice, disabled=True)
-    assert (await lookup_of(store, three.token)).state(clock.now) == DISABLED
+    assert (await lookup_of(store, three.token)).state(clock.now) == REVOKED  # ended
     with pytest.raises(SignInRefused) as refused:
         await sessions.sign_in("alice", PASSWORD, "192.0.2.1")
     assert refused.value.code == "user_disabled"
-    assert await sessions.revoke_user(alice, "admin") == 1
+    assert await sessions.revoke_user(alice, "admin") == 0  # disabling ended them all
     assert await sessions.list(alice) == []
 
 
@@ -236,3 +243,62 @@ def test_the_sign_in_location_is_absolute_when_the_proxy_names_the_scheme() -> N
     weird = RULES.screen(odd)
     assert not isinstance(weird, Presented) and weird.location is not None
     assert weird.location.startswith("/_keystile/login")
+
+
+async def test_a_session_made_elsewhere_is_found_at_once_even_under_a_spray(
+    store: Store, sessions: SessionService, alice: str
+) -> None:
+    """Another process signs alice in; this one's filter has not seen the hash. A spray
+    of made-up cookies must not use up the lookups her session needs."""
+    cache = CachedLookup(SessionLookup(store, IDLE, ()))
+    await cache.start()
+    signed = await sessions.sign_in("alice", PASSWORD, "192.0.2.1")  # no on_end: "elsewhere"
+    for _ in range(40):
+        assert await cache.find(new_token()) is None
+    await cache.sync()  # the next change-log read (every poll_interval, or woken)
+    assert await cache.find(signed.token) is not None
+    here = SessionService(store, idle=IDLE, absolute=ABSOLUTE, throttle=LoginThrottle(3, 60))
+    here.on_end.append(cache.invalidate)
+    for _ in range(40):
+        await cache.find(new_token())
+    mine = await here.sign_in("alice", PASSWORD, "192.0.2.1")
+    assert await cache.find(mine.token) is not None  # this process: no poll needed
+
+
+async def test_parallel_guesses_cannot_slip_past_the_lock(
+    sessions: SessionService, alice: str
+) -> None:
+    results = await asyncio.gather(
+        *(sessions.sign_in("alice", f"wrong password {i}", "192.0.2.7") for i in range(30)),
+        return_exceptions=True,
+    )
+    codes = [r.code for r in results if isinstance(r, SignInRefused)]
+    assert len(codes) == 30
+    assert codes.count("wrong_credentials") <= 3  # the limit, however many at once
+
+
+def test_a_full_throttle_locks_new_pairs_and_never_forgets_a_locked_one() -> None:
+    throttle = LoginThrottle(attempts=2, window=60.0, max_entries=6)
+    for _ in range(2):
+        throttle.attempt("alice", "192.0.2.1", 0.0)
+    assert throttle.locked("alice", "192.0.2.1", 1.0)
+    for i in range(4):
+        throttle.attempt(f"user{i}", f"198.51.100.{i}", 2.0)
+    assert throttle.locked("newcomer", "203.0.113.1", 3.0)  # full of live entries
+    assert throttle.locked("alice", "192.0.2.1", 3.0)  # still locked, not evicted
+    assert not throttle.locked("newcomer", "203.0.113.1", 70.0)  # all expired
+    for i in range(2):  # an IPv6 host counts by its /64
+        throttle.attempt("bob", f"2001:db8::{i + 1}", 80.0)
+    assert throttle.locked("bob", "2001:db8::99", 81.0)
+
+
+async def test_a_new_password_or_disabling_ends_every_session(
+    store: Store, sessions: SessionService, accounts: AccountService, alice: str, clock: Clock
+) -> None:
+    stolen = await sessions.sign_in("alice", PASSWORD, "192.0.2.1")
+    await accounts.set_password(alice, "a brand new pass phrase")
+    assert (await lookup_of(store, stolen.token)).state(clock.now) == REVOKED
+    again = await sessions.sign_in("alice", "a brand new pass phrase", "192.0.2.1")
+    await accounts.update_user(alice, disabled=True)
+    await accounts.update_user(alice, disabled=False)
+    assert (await lookup_of(store, again.token)).state(clock.now) == REVOKED

@@ -8,7 +8,7 @@ through the store's change log).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from keystile.fields import (
@@ -33,6 +33,9 @@ class AccountService:
     def __init__(self, keys: KeyService) -> None:
         self.keys = keys
         self.store = keys.store
+        # a user changed (role, team, groups, disabled, password): their sessions are
+        # re-read; this process's session cache reads the change log at once
+        self.on_user_change: list[Callable[[], Awaitable[object]]] = []
 
     # -- teams and users --------------------------------------------------------------
 
@@ -113,20 +116,29 @@ class AccountService:
         action = {True: "user.disable", False: "user.enable", None: "user.update"}[disabled]
         user = await self.store.update_user(user_id, changes, Audit(actor, action))
         await self._changed_keys(KeyFilter(include_inactive=True, user_id=user_id))
+        await self._users_changed()
         return user
+
+    async def _users_changed(self) -> None:
+        for changed in self.on_user_change:
+            await changed()
 
     async def set_password(self, user_id: str, password: str | None, actor: str = "cli") -> User:
         """Set (None: remove) a user's password. Audited without it."""
         hashed = None if password is None else await hash_password(password)
-        return await self.store.update_user(user_id, {"password_hash": hashed},
+        user = await self.store.update_user(user_id, {"password_hash": hashed},
                                             Audit(actor, "user.set_password"))  # fmt: skip
+        await self._users_changed()
+        return user
 
     async def set_user_membership(
         self, group_id: str, user_id: str, member: bool, actor: str = "cli"
     ) -> bool:
         action = "group.add_user" if member else "group.remove_user"
-        return await self.store.set_membership(user_id, group_id, member,
-                                               Audit(actor, action), kind="user")  # fmt: skip
+        changed = await self.store.set_membership(user_id, group_id, member,
+                                                  Audit(actor, action), kind="user")  # fmt: skip
+        await self._users_changed()
+        return changed
 
     # -- groups -------------------------------------------------------------------------
 

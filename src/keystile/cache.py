@@ -216,6 +216,8 @@ class CachedLookup:
         while len(positive) >= self.size:
             positive.popitem(last=False)
         positive[record.key_hash] = Entry(record.lean(), self.clock() + self.ttl)
+        if self.filter is not None:  # stored: found without the trickle from now on
+            self.filter.add(record.key_hash)
 
     def _static_entry(self, token: str) -> Entry | None:
         record = self.lookup.static.match(token)

@@ -63,7 +63,9 @@ def safe_return(target: str | None, allowed_hosts: Iterable[str] = ()) -> str:
         return HOME
     if parts.scheme not in ("https", "http") or not parts.netloc:
         return HOME
-    if "@" in parts.netloc or parts.hostname is None:
+    if "@" in parts.netloc or "%" in parts.netloc or not parts.netloc.isascii():
+        return HOME  # user info, or a host name that is not plain ASCII as sent
+    if parts.hostname is None:
         return HOME
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number

@@ -204,7 +204,7 @@ def make_app(settings: Settings) -> web.Application:
             throttle=LoginThrottle(settings.login_attempts, settings.login_lockout),
         )
         signing.on_end.append(sessions.invalidate)  # a sign-out: at once in this process
-        signing.on_change.append(lambda: sessions.wake())  # others: the change log, now
+        signing.on_change.append(sessions.sync)  # ended by id or user: the change log, now
         trusted = TrustedProxies(settings.trusted_proxies)
         app[PAGES][HOLDER]["current"] = SignIn(
             signing,
@@ -223,8 +223,10 @@ def make_app(settings: Settings) -> web.Application:
         }
         keys = KeyService(store, lookup.hasher, settings.key_prefix)
         keys.on_change.append(cache.invalidate)  # same process: at once
+        accounts = AccountService(keys)
+        accounts.on_user_change.append(sessions.sync)
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
-            keys, AccountService(keys), authorizer, trusted, app[USAGE], signing
+            keys, accounts, authorizer, trusted, app[USAGE], signing
         )
         tasks = [
             asyncio.create_task(_sync_forever([cache, sessions], settings.poll_interval)),

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from keystile.errors import KeystileError, NotFound
@@ -122,49 +123,80 @@ class SignInRefused(KeystileError):
         self.message = message
 
 
+MAX_CHECKING = 8  # password checks at once per process; more are told to retry
 WRONG = ("wrong_credentials", "The user name or password is wrong.")
 LOCKED = ("locked_out", "Too many failed sign-ins: try again later.")
 
 
-class LoginThrottle:
-    """Failed sign-ins per (user name, address) and per address, in a sliding window.
+def _who(address: str) -> str:
+    """The address a throttle counts: an IPv6 address by its /64 (one host has many)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
 
-    ``attempts`` failures of one name from one address lock that pair; four times
-    as many from one address (names sprayed) lock the address. In memory, per
-    process: with several workers each keeps its own count."""
+
+class LoginThrottle:
+    """Sign-in attempts per (user name, address) and per address, in a sliding window.
+
+    An attempt counts from the moment it starts (so parallel guesses cannot all
+    slip past the check) and is forgotten when it succeeds. ``attempts`` of one
+    name from one address lock that pair; four times as many from one address
+    (names sprayed) lock the address. In memory, per process: with several
+    workers each keeps its own count. Entries expire from the oldest end; when
+    ``max_entries`` are all still live, a new pair is treated as locked (never
+    is a locked pair forgotten to make room)."""
 
     def __init__(self, attempts: int, window: float, max_entries: int = 100_000) -> None:
         self.attempts = attempts
         self.window = window
         self.max_entries = max_entries
+        # key -> attempt times, oldest first; keys in the order they were last touched
         self.failures: dict[tuple[str, str], list[float]] = {}
 
     def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        times = [at for at in self.failures.get(key, ()) if now - at < self.window]
-        if times:
-            self.failures[key] = times
-        else:
-            self.failures.pop(key, None)
+        times = self.failures.get(key)
+        if not times:
+            return []
+        while times and now - times[0] >= self.window:
+            times.pop(0)
+        if not times:
+            del self.failures[key]
         return times
 
     def locked(self, name: str, address: str, now: float) -> bool:
-        return (len(self._recent((name.lower(), address), now)) >= self.attempts
-                or len(self._recent(("", address), now)) >= self.attempts * 4)  # fmt: skip
+        who = _who(address)
+        self.expire(now)
+        full = len(self.failures) >= self.max_entries and (name.lower(), who) not in self.failures
+        return (full or len(self._recent((name.lower(), who), now)) >= self.attempts
+                or len(self._recent(("", who), now)) >= self.attempts * 4)  # fmt: skip
 
-    def failed(self, name: str, address: str, now: float) -> None:
-        if len(self.failures) >= self.max_entries:
-            self.prune(now)
-        for key in ((name.lower(), address), ("", address)):
-            self.failures.setdefault(key, []).append(now)
+    def attempt(self, name: str, address: str, now: float) -> None:
+        """Count an attempt now (before the password is checked)."""
+        who = _who(address)
+        for key in ((name.lower(), who), ("", who)):
+            times = self.failures.pop(key, [])  # re-inserted: most recently touched last
+            times.append(now)
+            self.failures[key] = times
 
     def succeeded(self, name: str, address: str) -> None:
-        self.failures.pop((name.lower(), address), None)
+        """A right password: this attempt was not a failure."""
+        who = _who(address)
+        self.failures.pop((name.lower(), who), None)
+        spray = self.failures.get(("", who))
+        if spray:
+            spray.pop()
 
-    def prune(self, now: float) -> None:
-        for key in list(self.failures):
-            self._recent(key, now)
-        while len(self.failures) >= self.max_entries:  # still full: the oldest go
-            self.failures.pop(next(iter(self.failures)))
+    def expire(self, now: float) -> None:
+        """Drop entries whose every attempt has left the window, oldest first (cheap:
+        stops at the first live one)."""
+        while self.failures:
+            key, times = next(iter(self.failures.items()))
+            if times and now - times[-1] < self.window:
+                return
+            del self.failures[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +224,11 @@ class SessionService:
         self.absolute = absolute
         self.throttle = throttle
         self.clock = clock
-        self.on_end: list[Callable[[list[str]], None]] = []  # token hashes ended here
-        self.on_change: list[Callable[[], None]] = []  # read the change log now
+        # token hashes of sessions started or ended here: this process's cache, at once
+        self.on_end: list[Callable[[list[str]], None]] = []
+        self.checking = 0  # password checks in flight
+        # ended elsewhere in the store (by id, by user): read the change log now
+        self.on_change: list[Callable[[], Awaitable[object]]] = []
 
     async def sign_in(
         self, name: str, password: str, address: str, user_agent: str | None = None
@@ -205,11 +240,17 @@ class SessionService:
         if self.throttle.locked(name, address, now):
             await self._audit_attempt(name, address, LOCKED[0])
             raise SignInRefused(*LOCKED)
-        user = await self.store.find_user(name) if name else None
-        stored = user.password_hash if user is not None else None
-        good = await verify_password(stored, password)
+        if self.checking >= MAX_CHECKING:  # each check is ~50 ms of CPU: bounded
+            raise SignInRefused("busy", "Too many sign-ins at once: try again in a moment.")
+        self.throttle.attempt(name, address, now)  # counted before any await
+        self.checking += 1
+        try:
+            user = await self.store.find_user(name) if name else None
+            stored = user.password_hash if user is not None else None
+            good = await verify_password(stored, password)
+        finally:
+            self.checking -= 1
         if not good or user is None:
-            self.throttle.failed(name, address, now)
             await self._audit_attempt(name, address, WRONG[0])
             raise SignInRefused(*WRONG)
         if user.disabled_at is not None:
@@ -226,7 +267,10 @@ class SessionService:
         token = new_token()
         session = Session(new_session_id(), user.id, now, now, now + self.absolute, None,
                           address, (user_agent or "")[:256] or None)  # fmt: skip
-        await self.store.insert_session(session, token_hash(token), Audit(user.external_id, action))
+        digest = token_hash(token)
+        await self.store.insert_session(session, digest, Audit(user.external_id, action))
+        for changed in self.on_end:  # into the cache's filter: found at once, even in a spray
+            changed([digest])
         return SignedIn(token, session, user)
 
     async def sign_out(self, token: str) -> None:
@@ -240,21 +284,21 @@ class SessionService:
 
     async def revoke(self, session_id: str, actor: str) -> Session:
         session = await self.store.revoke_session(session_id, Audit(actor, "session.revoke"))
-        self._changed()
+        await self._changed()
         return session
 
     async def revoke_user(self, user_id: str, actor: str) -> int:
         await self.store.get_user(user_id)  # NotFound for an unknown user
         count = await self.store.revoke_user_sessions(user_id, Audit(actor, "session.revoke_all"))
-        self._changed()
+        await self._changed()
         return count
 
     async def list(self, user_id: str | None = None) -> list[Session]:
         return await self.store.list_sessions(user_id, now=self.clock())
 
-    def _changed(self) -> None:
+    async def _changed(self) -> None:
         for changed in self.on_change:
-            changed()
+            await changed()
 
     async def _audit_attempt(self, name: str, address: str, outcome: str) -> None:
         await self.store.record_audit(

@@ -70,6 +70,23 @@ async def test_disabling_a_user_ends_their_sessions_and_sign_in(api: TestClient)
     assert (await whoami(api, await sign_in(api)))[0] == 200
 
 
+async def test_odd_sign_in_bodies_get_a_page_not_a_500(api: TestClient) -> None:
+    form = "application/x-www-form-urlencoded"
+    for kind, body in (
+        (form, b"username=%ff%fe&password=x"),
+        (form + "; charset=x-bogus", b"username=a&password=b"),
+        (form + "; charset=utf-16", "username=a".encode("utf-16")),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nContent-Disposition: form-data"),
+        ("text/plain", b"username=a&password=b"),
+        (form, b"username=" + b"a" * 20000),
+        (form, b"&".join(b"f%d=1" % i for i in range(100))),
+    ):
+        answer = await api.post("/_keystile/login", data=body, headers={"Content-Type": kind},
+                                allow_redirects=False)  # fmt: skip
+        assert 400 <= answer.status < 500, (kind, body[:40], answer.status)
+        assert "Traceback" not in await answer.text()
+
+
 async def test_bad_user_fields_are_422(api: TestClient) -> None:
     user_id = await make_alice(api)
     for body in ({"role": "root"}, {"email": "not-an-email"}, {"password": "nope-not-here"}):

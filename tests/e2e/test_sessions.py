@@ -300,3 +300,17 @@ def test_a_wrong_password_and_an_unknown_user_get_the_same_page(stack: Stack) ->
         assert reply.header("Set-Cookie") is None
         answers.append(reply.body.replace(name.encode(), b"NAME"))
     assert answers[0] == answers[1]
+
+
+def test_made_up_client_addresses_do_not_reset_the_sign_in_lock(stack: Stack) -> None:
+    """Each guess claims another address in every header a client can write; the
+    proxy's own view of the client (loopback here) is what counts."""
+    statuses = []
+    for i in range(7):  # sessions.login_attempts is 5
+        form = f"username=mallory&password=wrong+guess+{i}&rd=/".encode()
+        reply = request(stack.proxy.port, "POST", "/_keystile/login",
+                        [("Content-Type", "application/x-www-form-urlencoded"),
+                         ("X-Real-IP", f"198.51.100.{i}"),
+                         ("X-Forwarded-For", f"203.0.113.{i}")], form)  # fmt: skip
+        statuses.append(reply.status)
+    assert statuses[-1] == 429, statuses

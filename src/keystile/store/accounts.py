@@ -28,6 +28,7 @@ def _group(row: sqlite3.Row) -> Group:
     return Group(row[0], row[1], row[3], row[4], tuple(orjson.loads(row[2])))
 
 
+_END_SESSIONS = "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
 _TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips FROM teams"
 _USER = (
     "SELECT id, external_id, team_id, created_at, updated_at, role, email, password_hash,"
@@ -66,8 +67,16 @@ class AccountStore(StoreBase):
             raise NotFound(f"no {kind} with id {item_id!r}")
         return parse(rows[0])
 
-    async def _change(self, kind: str, item_id: str, changes: dict[str, Any], audit: Audit) -> Any:
-        """Update a team or group, audited with before and after."""
+    async def _change(
+        self,
+        kind: str,
+        item_id: str,
+        changes: dict[str, Any],
+        audit: Audit,
+        then: str | None = None,
+    ) -> Any:
+        """Update a team, user or group, audited with before and after; ``then``: one
+        more statement (taking the id) in the same transaction."""
         select, parse, assignments = _KINDS[kind]
         async with self._transaction(f"updating {kind} {item_id}") as conn:
             row = await self._one(conn, f"{select} WHERE id = ?", (item_id,))
@@ -80,6 +89,8 @@ class AccountStore(StoreBase):
                 (*_changeable(kind, after), after.updated_at, item_id),
             )
             await self._audit(conn, audit, kind, item_id, before.public(), after.public())
+            if then is not None:
+                await conn.execute(then, (time.time(), item_id))
         return after
 
     # -- teams --------------------------------------------------------------------
@@ -143,7 +154,11 @@ class AccountStore(StoreBase):
                                      (changes["team_id"],))  # fmt: skip
             if not rows:
                 raise NotFound(f"no team with id {changes['team_id']!r}")
-        user: User = await self._change("user", user_id, changes, audit)
+        # a new password or a disabled user: every session of theirs ends with it (an
+        # attacker's stolen session must not outlive the reset, nor come back on enable)
+        ends = "password_hash" in changes or changes.get("disabled_at") is not None
+        user: User = await self._change("user", user_id, changes, audit,
+                                        _END_SESSIONS if ends else None)  # fmt: skip
         return user
 
     async def list_users(self, team_id: str | None = None) -> list[User]:

@@ -23,11 +23,14 @@ from keystile.model import ACTIVE, SESSION
 from keystile.returnurl import safe_return
 from keystile.sessions import SessionService, SignInRefused
 from keystile.web.pages import (
+    MAX_FORM,
     SECURITY_HEADERS,
     STATIC,
+    BadForm,
     client_address,
     from_elsewhere,
     page,
+    read_form,
     secured,
     setup_templates,
 )
@@ -35,7 +38,6 @@ from keystile.web.pages import (
 PREFIX = "/_keystile"
 LOGIN = PREFIX + "/login"
 log = logging.getLogger("keystile.web")
-MAX_FORM = 8 * 1024
 
 
 @dataclass(slots=True)
@@ -105,11 +107,12 @@ async def login(request: web.Request) -> web.Response:
     if from_elsewhere(request, ctx.trusted_origins):
         return _form_page(request, "/", error="This sign-in came from another site and was "
                           "refused.", status=403)  # fmt: skip
-    if (request.content_length or 0) > MAX_FORM:
-        return _form_page(request, "/", error="The form is too large.", status=413)
-    form = await request.post()
-    name, password = str(form.get("username", "")), str(form.get("password", ""))
-    rd = safe_return(str(form.get("rd", "")) or None, ctx.return_hosts)
+    try:
+        form = await read_form(request)
+    except BadForm as bad:
+        return _form_page(request, "/", error=bad.message, status=bad.status)
+    name, password = form.get("username", ""), form.get("password", "")
+    rd = safe_return(form.get("rd") or None, ctx.return_hosts)
     if not name or not password:
         return _form_page(request, rd, error="Enter your user name and password.", name=name,
                           status=400)  # fmt: skip
@@ -119,7 +122,7 @@ async def login(request: web.Request) -> web.Response:
                                             request.headers.get("User-Agent"))  # fmt: skip
     except SignInRefused as refused:
         log.info("sign-in refused: %s (address %s)", refused.code, address)
-        status = 429 if refused.code == "locked_out" else 401
+        status = 429 if refused.code in ("locked_out", "busy") else 401
         return _form_page(request, rd, error=refused.message, name=name, status=status)
     except StoreError as exc:
         log.warning("sign-in failed, store unavailable: %s", exc)

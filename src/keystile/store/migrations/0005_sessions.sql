@@ -27,6 +27,12 @@ CREATE INDEX sessions_user ON sessions (user_id);
 
 -- Sessions share the keys' change log: a session revoked, or its user changed,
 -- reaches every server's cache within one poll. last_seen_at alone is not a change.
+CREATE TRIGGER sessions_event_insert AFTER INSERT ON sessions
+BEGIN
+    INSERT INTO key_events (key_id, key_hash, at)
+    VALUES (NEW.id, NEW.token_hash, (julianday('now') - 2440587.5) * 86400.0);
+END;
+
 CREATE TRIGGER sessions_event_update AFTER UPDATE OF revoked_at, expires_at ON sessions
 BEGIN
     INSERT INTO key_events (key_id, key_hash, at)

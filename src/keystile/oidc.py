@@ -151,14 +151,13 @@ class Provider:
         meta = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code,
                 "redirect_uri": self.config.redirect_uri, "code_verifier": verifier}  # fmt: skip
-        auth = None
+        headers = {"Accept": "application/json"}
         if self.config.client_auth == "client_secret_post":
             form.update(client_id=self.config.client_id, client_secret=self.config.client_secret)
-        else:  # RFC 6749 2.3.1: each part form-encoded before Basic
-            auth = aiohttp.BasicAuth(_form_encode(self.config.client_id),
-                                     _form_encode(self.config.client_secret))  # fmt: skip
+        else:
+            headers["Authorization"] = basic_auth(self.config.client_id, self.config.client_secret)
         status, body = await self._call("POST", meta.token_endpoint, "the token endpoint",
-                                        data=form, auth=auth)  # fmt: skip
+                                        data=form, headers=headers)  # fmt: skip
         if status != 200 or not isinstance(body, dict):
             error = str(body.get("error", "")) if isinstance(body, dict) else ""
             raise _token_failure(status, error)
@@ -229,8 +228,10 @@ class Provider:
             return status, None
 
 
-def _form_encode(value: str) -> str:
-    return quote_plus(value)
+def basic_auth(client_id: str, secret: str) -> str:
+    """RFC 6749 2.3.1: id and secret each form-encoded, then HTTP Basic."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
 
 
 def _token_failure(status: int, error: str) -> OIDCFailure:

@@ -177,7 +177,9 @@ async def callback(request: web.Request) -> web.Response:
     try:
         try:
             error = query.get("error")
-            if error is not None:
+            if error is not None:  # the sign-in ends here: its state is used up too
+                with contextlib.suppress(OIDCFailure):
+                    rd = (await sso.take(query.get("state"), browser)).return_to
                 raise _provider_refusal(error)
             pending = await sso.take(query.get("state"), browser)
             rd = pending.return_to
@@ -187,8 +189,6 @@ async def callback(request: web.Request) -> web.Response:
             signed = await sso.finish(pending, query.get("code"), address,
                                       request.headers.get("User-Agent"))  # fmt: skip
         except OIDCFailure as failure:
-            if failure.code in ("consent_denied", "provider_error") and query.get("state"):
-                await _forget(sso, query.get("state"), browser)
             response = await _refused(request, failure, rd)
             response.del_cookie(cookie, path="/", secure=ctx.secure, httponly=True,
                                 samesite="Lax")  # fmt: skip
@@ -209,12 +209,6 @@ def _provider_refusal(error: str) -> OIDCFailure:
         return OIDCFailure("consent_denied", "The provider says access was not allowed.", error)
     shown = "".join(ch for ch in error[:64] if ch.isalnum() or ch in "_-.")
     return OIDCFailure("provider_error", f"The provider refused the sign-in ({shown}).", shown)
-
-
-async def _forget(sso: SingleSignOn, state: str | None, browser: str | None) -> None:
-    """Take a refused sign-in out of the store: its state can never be used again."""
-    with contextlib.suppress(OIDCFailure, StoreError):
-        await sso.take(state, browser)
 
 
 # -- self-service keys ----------------------------------------------------------------------

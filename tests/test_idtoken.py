@@ -149,3 +149,9 @@ def test_missing_nonce() -> None:
 def test_garbage_is_malformed() -> None:
     assert refused("not.a.jwt") == "malformed"
     assert refused("x" * 20_000) == "malformed"
+
+
+def test_google_issuer_without_scheme_is_accepted_for_google_only() -> None:
+    google = "https://accounts.google.com"
+    assert verify(token(iss="accounts.google.com"), issuer=google)
+    assert refused(token(iss="idp.example.com")) == "issuer"

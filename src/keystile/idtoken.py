@@ -23,6 +23,9 @@ from keystile.errors import KeystileError
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
               "EdDSA")  # fmt: skip
 MAX_TOKEN = 16 * 1024
+# Google documents that its ID tokens' iss is https://accounts.google.com "or"
+# accounts.google.com; every other issuer must match exactly.
+ISSUER_ALIASES = {"https://accounts.google.com": ("accounts.google.com",)}
 
 
 class BadIdToken(KeystileError):
@@ -85,7 +88,7 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
 def check_claims(claims: Mapping[str, Any], *, issuer: str, client_id: str, nonce: str,
                  now: float, skew: float) -> None:  # fmt: skip
     """Raise BadIdToken unless the (verified) claims are for this client, now, this browser."""
-    if claims.get("iss") != issuer:
+    if claims.get("iss") != issuer and claims.get("iss") not in ISSUER_ALIASES.get(issuer, ()):
         raise BadIdToken("issuer", f"the ID token was issued by {str(claims.get('iss'))[:200]!r}, "
                          f"not {issuer!r}")  # fmt: skip
     aud = claims.get("aud")

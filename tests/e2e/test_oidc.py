@@ -252,12 +252,14 @@ def test_sign_in_get_a_key_shown_once_and_use_it(world: World, page: Any,
     assert second != key
     page.goto(world.origin + "/_keystile/keys/sso")
     assert page.locator("#make-key").is_disabled()
+    screenshot(page, "oidc-sso-key-limit", tmp_path)
     full = page.request.post(world.origin + "/_keystile/keys/sso",
                              headers={"Origin": world.origin})  # fmt: skip
     assert full.status == 409
     listed = json.loads(world.keystile.cli("keys", "list", "--json").stdout)
     oldest = min(listed, key=lambda record: record["created_at"])
     assert oldest["id"] in full.text() and oldest["display_prefix"] == key[:9]  # named...
+    assert oldest["id"] in page.locator(".notice").inner_text()
     assert (
         request(
             world.proxy.port,

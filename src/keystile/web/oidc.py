@@ -231,6 +231,9 @@ async def keys_page(request: web.Request) -> web.Response:
         active = await keys.active(record.user_id)
     except StoreError:
         return failure_page(request, "store_unavailable", rd=KEYS_PAGE)
+    if len(active) >= keys.policy.limit:  # say why the button is off, and what to delete
+        return _render_keys(request, keys, record, active, oldest=active[0],
+                            error=at_limit(keys.policy.limit))  # fmt: skip
     return _render_keys(request, keys, record, active)
 
 
@@ -247,6 +250,11 @@ def _render_keys(request: web.Request, keys: SelfServiceKeys, record: Any, activ
         "days": keys.policy.expires_in / 86400,
     }
     return page(request, "sso_keys.html", context, status)  # fmt: skip
+
+
+def at_limit(limit: int) -> str:
+    return (f"You have {limit} active keys already, the most allowed. Delete one (the "
+            "oldest is named below) to make a new one.")  # fmt: skip
 
 
 async def make_key(request: web.Request) -> web.Response:
@@ -273,8 +281,7 @@ async def make_key(request: web.Request) -> web.Response:
                 active,
                 oldest=full.oldest,
                 status=409,
-                error=f"You have {full.limit} active keys already, the most "
-                "allowed. Delete one (the oldest is named below) first.",
+                error=at_limit(full.limit),
             )
         active = await keys.active(record.user_id)
     except StoreError:

@@ -119,6 +119,20 @@ def test_config_check_shows_settings_without_secrets(run) -> None:
     assert "super-secret-pepper-value" not in done.stdout and "static-one" not in done.stdout
     data = as_json(run("config", "check", "--json"))
     assert data["settings"]["KEYSTILE_LISTEN"] == "127.0.0.1:8700"
+    assert "OpenID Connect sign-in: off (not configured)" in done.stdout
+
+
+def test_config_check_says_whether_oidc_is_on(run) -> None:
+    half = run("config", "check", KEYSTILE_OIDC_ISSUER="https://accounts.google.com",
+               KEYSTILE_OIDC_CLIENT_ID="123.apps.googleusercontent.com")  # fmt: skip
+    assert ("off (missing: KEYSTILE_OIDC_CLIENT_SECRET, KEYSTILE_OIDC_EXTERNAL_URL)"
+            in half.stdout)  # fmt: skip
+    on = run("config", "check", KEYSTILE_OIDC_ISSUER="https://accounts.google.com",
+             KEYSTILE_OIDC_CLIENT_ID="123.apps.googleusercontent.com",
+             KEYSTILE_OIDC_CLIENT_SECRET="GOCSPX-secret-value",
+             KEYSTILE_OIDC_EXTERNAL_URL="https://app.example.com")  # fmt: skip
+    assert "redirect URI https://app.example.com/_keystile/oidc/callback" in on.stdout
+    assert "GOCSPX-secret-value" not in on.stdout
 
 
 def test_config_check_lists_routes_but_never_injected_values(run, tmp_path: Path) -> None:

@@ -59,3 +59,52 @@ def test_bad_toml_file(tmp_path: Path) -> None:
         config.load({"KEYSTILE_CONFIG": str(bad)})
     with pytest.raises(ConfigError, match="cannot read"):
         config.load({"KEYSTILE_CONFIG": str(tmp_path / "none.toml")})
+
+
+OIDC = {"KEYSTILE_OIDC_ISSUER": "https://accounts.google.com",
+        "KEYSTILE_OIDC_CLIENT_ID": "123.apps.googleusercontent.com",
+        "KEYSTILE_OIDC_CLIENT_SECRET": "GOCSPX-not-a-real-secret",
+        "KEYSTILE_OIDC_EXTERNAL_URL": "https://app.example.com/"}  # fmt: skip
+
+
+def test_oidc_is_on_only_with_all_four_settings() -> None:
+    settings = config.load(OIDC)
+    assert settings.oidc_enabled and settings.oidc_external_url == "https://app.example.com"
+    partial = config.load({k: v for k, v in OIDC.items() if k != "KEYSTILE_OIDC_CLIENT_SECRET"})
+    assert not partial.oidc_enabled
+    assert partial.oidc_missing == ["KEYSTILE_OIDC_CLIENT_SECRET"]
+
+
+def test_oidc_client_secret_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file\n")
+    env = {**{k: v for k, v in OIDC.items() if k != "KEYSTILE_OIDC_CLIENT_SECRET"},
+           "KEYSTILE_OIDC_CLIENT_SECRET_FILE": str(secret)}  # fmt: skip
+    assert config.load(env).oidc_client_secret == "from-the-file"
+
+
+def test_oidc_settings_refuse_bad_values_naming_them(tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text('[oidc]\nexternal_url = "https://app.example.com/app"\nscopes = "email"\n'
+                    'key_scopes = ["admin"]\nclock_skew = "1h"\nclient_auth = "jwt"\n'
+                    'group_map = "artists"\n')  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        config.load({"KEYSTILE_CONFIG": str(toml), "KEYSTILE_OIDC_ISSUER": "http://idp.example.com",
+                     "KEYSTILE_OIDC_CLIENT_SECRET": "s3cret-value"})  # fmt: skip
+    message = str(caught.value)
+    for name in (
+        "KEYSTILE_OIDC_ISSUER",
+        "oidc.external_url",
+        "oidc.scopes",
+        "oidc.key_scopes",
+        "oidc.clock_skew",
+        "oidc.client_auth",
+        "oidc.group_map",
+    ):
+        assert name in message, name
+
+
+def test_oidc_secret_is_never_echoed() -> None:
+    rows = {name: value for name, value, _ in config.describe(config.load(OIDC))}
+    assert rows["KEYSTILE_OIDC_CLIENT_SECRET"] == "(set)"
+    assert "GOCSPX" not in str(rows)

@@ -16,7 +16,7 @@ from typing import Any
 
 from keystile import keys
 from keystile.clientip import DEFAULT_TRUSTED
-from keystile.errors import ConfigError
+from keystile.errors import ConfigError, InvalidInput
 from keystile.routes import RouteTable, load_routes
 
 MIN_PEPPER_LEN = 16
@@ -157,6 +157,92 @@ def _origins(value: Any) -> frozenset[str]:
     return frozenset(origins)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _web_url(value: Any, *, origin_only: bool) -> str:
+    """An https URL (http only on a loopback host, for tests), without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("is not a URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError("use an https:// URL")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise ValueError("use https:// (http:// only for localhost/127.0.0.1 in tests)")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError("give it without query, fragment or user info")
+    if origin_only and parts.path not in ("", "/"):
+        raise ValueError("give scheme, host and port only (keystile's pages live at "
+                         "/_keystile/ of it)")  # fmt: skip
+    return text
+
+
+def _issuer(value: Any) -> str:
+    return _web_url(value, origin_only=False)
+
+
+def _external_url(value: Any) -> str:
+    return _web_url(value, origin_only=True)
+
+
+def _oidc_scopes(value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
+    if "openid" not in items:
+        raise ValueError("must include 'openid'")
+    return tuple(dict.fromkeys(items))
+
+
+def _client_auth(value: Any) -> str:
+    if value not in ("client_secret_basic", "client_secret_post"):
+        raise ValueError("use 'client_secret_basic' or 'client_secret_post'")
+    return str(value)
+
+
+def _domains(value: Any) -> frozenset[str]:
+    domains = set()
+    for item in _words(value):
+        domain = item.lower().lstrip("@")
+        if "." not in domain or "@" in domain or " " in domain:
+            raise ValueError(f"{item!r} is not a domain such as example.com")
+        domains.add(domain)
+    return frozenset(domains)
+
+
+def _group_map(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError('use a table: { "claim value" = "keystile group name" }')
+    return tuple((str(claim), str(group)) for claim, group in value.items())
+
+
+def _skew(value: Any) -> float:
+    seconds = _seconds(0)(value)
+    if seconds > 600:
+        raise ValueError("must be at most 10m (a larger skew accepts stale tokens)")
+    return seconds
+
+
+def _key_scopes(value: Any) -> tuple[str, ...]:
+    from keystile.fields import check_scopes
+    from keystile.model import ADMIN_SCOPE, ALL_SCOPES
+
+    scopes = _words(value)
+    if ADMIN_SCOPE in scopes or ALL_SCOPES in scopes:
+        raise ValueError("self-service keys cannot hold 'admin' or '*'")
+    try:
+        return tuple(check_scopes(scopes))
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _expiry(value: Any) -> float:
+    return _seconds(60)(value)
+
+
 def _static_keys(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
@@ -251,6 +337,54 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("login_lockout", None, "sessions.login_lockout", "15m",
             "How long a locked user name and address pair waits (and the window failures "
             "are counted in).", _seconds(1)),
+    Setting("oidc_issuer", "KEYSTILE_OIDC_ISSUER", "oidc.issuer", None,
+            "OpenID Connect provider's issuer URL (https://accounts.google.com); its "
+            "/.well-known/openid-configuration is read from there.", _issuer),
+    Setting("oidc_client_id", "KEYSTILE_OIDC_CLIENT_ID", "oidc.client_id", None,
+            "Client id keystile was given when registered at the provider.", _text),
+    Setting("oidc_client_secret", "KEYSTILE_OIDC_CLIENT_SECRET", None, None,
+            "Client secret from the provider (never shown or logged).", _text, secret=True),
+    Setting("oidc_client_secret_file", "KEYSTILE_OIDC_CLIENT_SECRET_FILE",
+            "oidc.client_secret_file", None,
+            "File holding the client secret (used when KEYSTILE_OIDC_CLIENT_SECRET is unset).",
+            _text),
+    Setting("oidc_external_url", "KEYSTILE_OIDC_EXTERNAL_URL", "oidc.external_url", None,
+            "The address browsers reach the proxy at (https://app.example.com); the redirect "
+            "URI to register is this + /_keystile/oidc/callback.", _external_url),
+    Setting("oidc_name", "KEYSTILE_OIDC_NAME", "oidc.name", "OpenID Connect",
+            "The provider's name on the sign-in button: 'Sign in with <name>'.", _text),
+    Setting("oidc_scopes", "KEYSTILE_OIDC_SCOPES", "oidc.scopes", "openid email profile",
+            "Scopes asked of the provider (must include openid).", _oidc_scopes),
+    Setting("oidc_client_auth", "KEYSTILE_OIDC_CLIENT_AUTH", "oidc.client_auth",
+            "client_secret_basic", "How keystile authenticates at the token endpoint: "
+            "client_secret_basic or client_secret_post.", _client_auth),
+    Setting("oidc_email_domains", "KEYSTILE_OIDC_EMAIL_DOMAINS", "oidc.email_domains", "",
+            "Email domains allowed to sign in (exact match after the @, comma-separated); "
+            "empty: any verified email.", _domains),
+    Setting("oidc_groups_claim", None, "oidc.groups_claim", "groups",
+            "ID-token (or userinfo) claim whose values admin_values and group_map read.",
+            _text),
+    Setting("oidc_admin_values", None, "oidc.admin_values", "",
+            "Values of groups_claim that make a user admin (set: the role follows the claim "
+            "at every sign-in; empty: roles are left alone).", _words),
+    Setting("oidc_group_map", None, "oidc.group_map", None,
+            "Table of groups_claim value = keystile group name: membership follows the claim "
+            "at every sign-in (only the groups named here are touched).", _group_map),
+    Setting("oidc_clock_skew", None, "oidc.clock_skew", "60s",
+            "Clock difference tolerated in the ID token's exp and iat (at most 10m).", _skew),
+    Setting("oidc_timeout", None, "oidc.timeout", "10s",
+            "Longest wait for each call to the provider.", _seconds(1)),
+    Setting("oidc_metadata_ttl", None, "oidc.metadata_ttl", "1h",
+            "How long the provider's discovery document is cached.", _seconds(1)),
+    Setting("sso_key_name", None, "oidc.key_name", "sso",
+            "Name of the keys signed-in people make themselves at /_keystile/keys/sso.", _text),
+    Setting("sso_key_expires_in", None, "oidc.key_expires_in", "30d",
+            "Such a key expires this long after it is made.", _expiry),
+    Setting("sso_key_scopes", None, "oidc.key_scopes", "",
+            "Scopes of such a key (never admin or *).", _key_scopes),
+    Setting("sso_key_limit", None, "oidc.key_limit", "3",
+            "Most active such keys per person (the oldest is named when they hit it); "
+            "0: no self-service keys.", _non_negative_int),
     Setting("cache_ttl", None, "cache.ttl", "30",
             "Seconds a key record stays cached.", _positive(float)),
     Setting("cache_size", None, "cache.size", "100000",
@@ -306,6 +440,25 @@ class Settings:
     return_hosts: tuple[str, ...] = ()
     login_attempts: int = 5
     login_lockout: float = 900.0
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_client_secret_file: str | None = None
+    oidc_external_url: str | None = None
+    oidc_name: str = "OpenID Connect"
+    oidc_scopes: tuple[str, ...] = ("openid", "email", "profile")
+    oidc_client_auth: str = "client_secret_basic"
+    oidc_email_domains: frozenset[str] = frozenset()
+    oidc_groups_claim: str = "groups"
+    oidc_admin_values: tuple[str, ...] = ()
+    oidc_group_map: tuple[tuple[str, str], ...] | None = None
+    oidc_clock_skew: float = 60.0
+    oidc_timeout: float = 10.0
+    oidc_metadata_ttl: float = 3600.0
+    sso_key_name: str = "sso"
+    sso_key_expires_in: float = 30 * 86400.0
+    sso_key_scopes: tuple[str, ...] = ()
+    sso_key_limit: int = 3
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property
@@ -313,6 +466,19 @@ class Settings:
         from keystile.cookies import PLAIN_NAME, SECURE_NAME
 
         return SECURE_NAME if self.session_cookie_secure else PLAIN_NAME
+
+    @property
+    def oidc_missing(self) -> list[str]:
+        """The OpenID Connect settings still unset (all four set: sign-in is on)."""
+        wanted = (("KEYSTILE_OIDC_ISSUER", self.oidc_issuer),
+                  ("KEYSTILE_OIDC_CLIENT_ID", self.oidc_client_id),
+                  ("KEYSTILE_OIDC_CLIENT_SECRET", self.oidc_client_secret),
+                  ("KEYSTILE_OIDC_EXTERNAL_URL", self.oidc_external_url))  # fmt: skip
+        return [name for name, value in wanted if not value]
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return not self.oidc_missing
 
     @property
     def key_format(self) -> keys.KeyFormat:
@@ -384,9 +550,9 @@ def load(env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Setti
         except ValueError as exc:
             shown = "(secret)" if setting.secret else repr(raw)
             errors.append(f"{source}={shown}: {exc}")
-    pepper_error = _resolve_pepper(values)
-    if pepper_error:
-        errors.append(pepper_error)
+    for error in (_resolve_pepper(values), _resolve_client_secret(values)):
+        if error:
+            errors.append(error)
     values["routes"], route_errors = load_routes(document.get("routes"), env, values["unmatched"],
                                                  secrets=secrets)  # fmt: skip
     errors.extend(f"{config_path}: {error}" for error in route_errors)
@@ -409,6 +575,17 @@ def _resolve_pepper(values: dict[str, Any]) -> str | None:
     return None
 
 
+def _resolve_client_secret(values: dict[str, Any]) -> str | None:
+    """Read the OIDC client secret file if no secret is set; an error message or None."""
+    if not values.get("oidc_client_secret") and values.get("oidc_client_secret_file"):
+        path = values["oidc_client_secret_file"]
+        try:
+            values["oidc_client_secret"] = Path(path).read_text("utf-8").strip() or None
+        except OSError as exc:
+            return f"KEYSTILE_OIDC_CLIENT_SECRET_FILE={path!r}: cannot read it: {exc.strerror}"
+    return None
+
+
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(env var, effective value, help) for every setting, secrets masked."""
     rows = []
@@ -426,6 +603,8 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = "literal" if value else "refuse"
         elif setting.name == "credential_headers":
             shown = ",".join(source.header for source in value)
+        elif setting.name == "oidc_group_map":
+            shown = ",".join(f"{claim}={group}" for claim, group in value or ()) or "-"
         elif setting.name == "trusted_proxies":
             shown = ",".join(str(network) for network in value) or "-"
         else:

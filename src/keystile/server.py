@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from keystile import heap, logs, ports
@@ -24,12 +25,16 @@ from keystile.errors import ConfigError, StoreError
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
+from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionLookup, SessionService
+from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
+from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 from keystile.usage import UsageMeter
+from keystile.web import oidc as oidc_pages
 from keystile.web.signin import HOLDER, SignIn, sign_in_app
 from keystile.web.signin import PREFIX as PAGES_PREFIX
 from keystile.wire import AuthListener
@@ -215,6 +220,7 @@ def make_app(settings: Settings) -> web.Application:
             settings.return_hosts,
             settings.session_trusted_origins,
             settings.session_absolute_timeout,
+            settings.oidc_name if settings.oidc_enabled else None,
         )
         denials = app[DENIALS]
         app[GATES] = {
@@ -228,6 +234,7 @@ def make_app(settings: Settings) -> web.Application:
         app[ADMIN_APP][ADMIN_CONTEXT].context = AdminContext(
             keys, accounts, authorizer, trusted, app[USAGE], signing
         )
+        http = single_sign_on(app, settings, accounts, signing)
         tasks = [
             asyncio.create_task(_sync_forever([cache, sessions], settings.poll_interval)),
             asyncio.create_task(_flush_forever(app, settings.usage_flush_interval)),
@@ -244,10 +251,13 @@ def make_app(settings: Settings) -> web.Application:
             log.info("usage flushed at shutdown: %d requests", flushed)
         except StoreError as exc:
             log.error("usage lost at shutdown (%d requests): %s", app[USAGE].pending, exc)
+        if http is not None:
+            await http.close()
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
     app[PAGES] = sign_in_app()
+    oidc_pages.add_routes(app[PAGES])
     app.add_subapp(PAGES_PREFIX, app[PAGES])
     app[ADMIN_APP] = admin_app()
     if settings.admin_listen is None:
@@ -259,6 +269,45 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def single_sign_on(
+    app: web.Application, settings: Settings, accounts: AccountService, signing: SessionService
+) -> aiohttp.ClientSession | None:
+    """The OpenID Connect pages' context; the HTTP client they use (None: OIDC is off)."""
+    holder = app[PAGES][oidc_pages.OIDC_HOLDER]
+    if not settings.oidc_enabled:
+        if len(settings.oidc_missing) < 4:
+            log.warning("OpenID Connect sign-in is off: %s not set",
+                        ", ".join(settings.oidc_missing))  # fmt: skip
+        holder["current"] = oidc_pages.OIDCPages(None, None, "", ())
+        return None
+    assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
+    config = OIDCConfig(
+        settings.oidc_issuer,
+        settings.oidc_client_id,
+        settings.oidc_client_secret,
+        f"{settings.oidc_external_url}{oidc_pages.CALLBACK}",
+        settings.oidc_scopes,
+        settings.oidc_client_auth,
+        settings.oidc_clock_skew,
+        settings.oidc_timeout,
+        settings.oidc_metadata_ttl,
+    )
+    http = aiohttp.ClientSession(headers={"User-Agent": "keystile"})
+    policy = SSOPolicy(settings.oidc_email_domains, settings.oidc_groups_claim,
+                       settings.oidc_admin_values, settings.oidc_group_map or ())  # fmt: skip
+    sso = SingleSignOn(Provider(config, http), accounts, signing, policy)
+    keys = None
+    if settings.sso_key_limit > 0:
+        keys = SelfServiceKeys(accounts, KeyPolicy(settings.sso_key_name,
+                               settings.sso_key_expires_in, settings.sso_key_scopes,
+                               settings.sso_key_limit))  # fmt: skip
+    holder["current"] = oidc_pages.OIDCPages(
+        sso, keys, settings.oidc_issuer, tuple(sorted(settings.oidc_email_domains))
+    )
+    log.info("OpenID Connect sign-in with %s (%s)", settings.oidc_name, settings.oidc_issuer)
+    return http
 
 
 async def _serve(settings: Settings, worker: int | None = None) -> None:

@@ -59,6 +59,18 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def oidc_status(settings: config.Settings) -> str:
+    """Whether "Sign in with ..." is on, and what it still lacks when it is not."""
+    if settings.oidc_enabled:
+        return (f"OpenID Connect sign-in: on ({settings.oidc_name}, issuer "
+                f"{settings.oidc_issuer}, redirect URI {settings.oidc_external_url}"
+                "/_keystile/oidc/callback).")  # fmt: skip
+    missing = settings.oidc_missing
+    if len(missing) == 4:
+        return "OpenID Connect sign-in: off (not configured)."
+    return f"OpenID Connect sign-in: off (missing: {', '.join(missing)})."
+
+
 def config_check(settings: config.Settings, as_json: bool) -> int:
     """Print the effective settings and routes; injected values are never shown."""
     rows = config.describe(settings)
@@ -68,7 +80,9 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
         for r in settings.routes.routes
     ]  # fmt: skip
     if as_json:
-        emit_json({"settings": {name: value for name, value, _ in rows}, "routes": routes})
+        emit_json({"settings": {name: value for name, value, _ in rows}, "routes": routes,
+                   "oidc": {"enabled": settings.oidc_enabled,
+                            "missing": settings.oidc_missing}})  # fmt: skip
         return 0
     print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
     if routes:
@@ -81,6 +95,7 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
         print(table(route_rows, ["ROUTE", "PATH", "METHODS", "HOST", "SCOPES", "INJECTS"]))
     unmatched = "allow" if settings.routes.allow_unmatched else "deny"
     print(f"\nRequests matching no route: {unmatched}.")
+    print(oidc_status(settings))
     print("Configuration is valid.")
     return 0
 

@@ -7,13 +7,15 @@ from pathlib import Path
 from keystile.store.accounts import AccountStore
 from keystile.store.base import migrate_file, prepare_file, translated
 from keystile.store.keys import UPDATABLE, KeyFilter, KeyStore
+from keystile.store.oidc import OIDCStore
 from keystile.store.sessions import SessionStore
 
 __all__ = ["UPDATABLE", "KeyFilter", "Store", "migrate_file", "prepare_file", "translated"]
 
 
-class Store(KeyStore, AccountStore, SessionStore):
-    """Keys, accounts, sessions and the audit log in one SQLite file."""
+class Store(KeyStore, AccountStore, SessionStore, OIDCStore):
+    """Keys, accounts, sessions, OpenID Connect sign-ins under way and the audit log in
+    one SQLite file."""
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:

@@ -4,6 +4,7 @@ client's address and the cross-site check."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,12 +31,18 @@ SECURITY_HEADERS = {
 }
 
 
+def timestamp(at: float | None) -> str:
+    """A stored time for people: UTC, to the minute; None is "never"."""
+    return "never" if at is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
 def setup_templates(app: web.Application) -> None:
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
+        filters={"timestamp": timestamp},
     )
 
 

@@ -52,6 +52,7 @@ class SignIn:
     return_hosts: tuple[str, ...]
     trusted_origins: frozenset[str]
     absolute: float
+    oidc_name: str | None = None  # "Sign in with <name>" when OpenID Connect is on
 
 
 SIGN_IN = web.AppKey("sign_in", SignIn)
@@ -63,7 +64,7 @@ def _ctx(request: web.Request) -> SignIn:
     return request.app[HOLDER]["current"]
 
 
-async def _signed_in(request: web.Request, ctx: SignIn) -> Any:
+async def signed_in(request: web.Request, ctx: SignIn) -> Any:
     """The active session record of the request's cookie, or None."""
     token = session_token(request.headers.get("Cookie"), ctx.cookie)
     if token is None:
@@ -81,9 +82,10 @@ async def _signed_in(request: web.Request, ctx: SignIn) -> Any:
 def _form_page(request: web.Request, rd: str, *, error: str | None = None,
                notice: str | None = None, name: str = "", status: int = 200,
                user: Any = None) -> web.Response:  # fmt: skip
+    oidc_name = _ctx(request).oidc_name
     return page(request, "login.html",
-                {"rd": rd, "error": error, "notice": notice, "name": name, "user": user},
-                status)  # fmt: skip
+                {"rd": rd, "error": error, "notice": notice, "name": name, "user": user,
+                 "oidc_name": oidc_name}, status)  # fmt: skip
 
 
 def see_other(location: str) -> web.Response:
@@ -96,7 +98,7 @@ async def login_page(request: web.Request) -> web.Response:
     rd = safe_return(request.query.get("rd"), ctx.return_hosts)
     notice = "You have signed out." if "signed_out" in request.query else None
     try:
-        user = await _signed_in(request, ctx)
+        user = await signed_in(request, ctx)
     except StoreError:
         user = None
     return _form_page(request, rd, notice=notice, user=user)
@@ -156,7 +158,7 @@ async def logout(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     try:
-        record = await _signed_in(request, ctx)
+        record = await signed_in(request, ctx)
     except StoreError:
         return web.json_response({"signed_in": False, "error": "auth_unavailable"}, status=503,
                                  headers=SECURITY_HEADERS)  # fmt: skip

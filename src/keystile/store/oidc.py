@@ -1,0 +1,53 @@
+"""OpenID Connect sign-ins under way, and finding a user by email.
+
+A pending sign-in is stored under the hash of its state and taken out by the
+callback in one statement (``DELETE ... RETURNING``): two callbacks with the
+same state cannot both find it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from keystile.store.accounts import _USER, _user
+from keystile.store.base import StoreBase
+from keystile.store.records import User
+
+
+class Pending(NamedTuple):
+    """What the callback needs of the sign-in it finishes."""
+
+    browser_hash: str
+    nonce: str
+    verifier: str
+    return_to: str
+    created_at: float
+
+
+class OIDCStore(StoreBase):
+    async def insert_pending(self, state_hash: str, pending: Pending, older_than: float) -> None:
+        """Store a sign-in under way; sign-ins begun before ``older_than`` are dropped."""
+        async with self._transaction("starting an OpenID Connect sign-in") as conn:
+            await conn.execute("DELETE FROM oidc_pending WHERE created_at < ?", (older_than,))
+            await conn.execute(
+                "INSERT INTO oidc_pending (state_hash, browser_hash, nonce, verifier, return_to,"
+                " created_at) VALUES (?,?,?,?,?,?)", (state_hash, *pending),
+            )  # fmt: skip
+
+    async def take_pending(self, state_hash: str) -> Pending | None:
+        """The sign-in stored under ``state_hash``, removed (None: unknown or taken already)."""
+        async with self._transaction("finishing an OpenID Connect sign-in") as conn:
+            row = await self._one(
+                conn, "DELETE FROM oidc_pending WHERE state_hash = ? RETURNING browser_hash,"
+                " nonce, verifier, return_to, created_at", (state_hash,),
+            )  # fmt: skip
+        return None if row is None else Pending(*row)
+
+    async def find_user_by_email(self, email: str) -> list[User]:
+        """Users whose email, or sign-in name, is ``email`` (case-insensitive), oldest first."""
+        rows = await self._fetch(
+            "finding a user by email",
+            f"{_USER} WHERE lower(email) = ? OR lower(external_id) = ? ORDER BY created_at",
+            (email.lower(), email.lower()),
+        )
+        return [_user(row) for row in rows]

@@ -280,11 +280,13 @@ async def test_claims_map_to_role_and_groups(sso: SingleSignOn, idp: FakeIdP,
                   "groups": ["idp-admins", "idp-artists"]}  # fmt: skip
     user = (await sign_in(sso, idp)).user
     assert (await store.get_user(user.id)).role == "admin"
-    assert await store.set_user_membership(user.id, group.id, True, _audit()) is False  # member
+    member = await store.set_membership(user.id, group.id, True, _audit(), kind="user")
+    assert member is False  # a member already
     idp.claims["groups"] = []
     await sign_in(sso, idp)
     assert (await store.get_user(user.id)).role == "member"
-    assert await store.set_user_membership(user.id, group.id, False, _audit()) is False  # out
+    out = await store.set_membership(user.id, group.id, False, _audit(), kind="user")
+    assert out is False  # out already
 
 
 def _audit() -> Any:

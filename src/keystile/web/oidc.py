@@ -26,7 +26,7 @@ from keystile.errors import StoreError
 from keystile.oidc import OIDCFailure, new_secret
 from keystile.returnurl import safe_return
 from keystile.sso import AtLimit, SelfServiceKeys, SingleSignOn
-from keystile.web.pages import client_address, from_elsewhere, page
+from keystile.web.pages import BadForm, client_address, from_elsewhere, page, read_form
 from keystile.web.signin import HOLDER, LOGIN, PREFIX, SignIn, see_other, signed_in
 
 log = logging.getLogger("keystile.web.oidc")
@@ -91,7 +91,9 @@ FAILURES: dict[str, tuple[int, str, str]] = {
                    "Open the page yourself and press its button there."),
     "store_unavailable": (503, "Signing in is unavailable right now",
                           "Try again in a moment."),
-    "internal_error": (500, "Something went wrong on keystile's side",
+    "bad_form": (400, "The form could not be read",
+                 "Open the page again and press its button there."),
+    "internal_error": (503, "Something went wrong on keystile's side",
                        "Try again; if it keeps failing, tell the administrator (the server "
                        "log has the details)."),
 }  # fmt: skip
@@ -267,9 +269,13 @@ async def make_key(request: web.Request) -> web.Response:
             return failure_page(request, "oidc_off")
         if record is None:
             return see_other(LOGIN + "?rd=" + quote(KEYS_PAGE, safe="/"))
-        form = await request.post()
+        try:
+            form = await read_form(request)
+        except BadForm as bad:
+            log.info("self-service key form refused: %s", bad.message)
+            return failure_page(request, "bad_form", rd=KEYS_PAGE)
         if form.get("delete"):
-            return await _delete_key(request, keys, record, str(form["delete"]))
+            return await _delete_key(request, keys, record, form["delete"])
         try:
             issued = await keys.issue(record.user_id, record.name)
         except AtLimit as full:

@@ -70,14 +70,16 @@ class BadForm(Exception):
 async def read_form(request: web.Request, fields: int = 16) -> dict[str, str]:
     """The fields of a URL-encoded UTF-8 form body of at most MAX_FORM bytes (the first
     value of each name). Anything else is BadForm, never an exception from a parser."""
+    body = await request.content.read(MAX_FORM + 1)
+    if len(body) > MAX_FORM:
+        raise BadForm(413, "The form is too large.")
+    if not body:  # a form of buttons only
+        return {}
     kind = request.headers.get("Content-Type", "")
     media, _, params = kind.partition(";")
     charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
     if media.strip().lower() != FORM_TYPE or charset not in ("utf-8", "utf8"):
         raise BadForm(415, "Send the form as a web browser does (URL-encoded UTF-8).")
-    body = await request.content.read(MAX_FORM + 1)
-    if len(body) > MAX_FORM:
-        raise BadForm(413, "The form is too large.")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
                           max_num_fields=fields, errors="strict")  # fmt: skip

@@ -32,6 +32,7 @@ from keystile.store import Store
 from keystile.usage import UsageMeter
 from keystile.web.signin import HOLDER, SignIn, sign_in_app
 from keystile.web.signin import PREFIX as PAGES_PREFIX
+from keystile.web.ui import ui_app
 from keystile.wire import AuthListener
 from keystile.workers import supervise
 
@@ -246,13 +247,21 @@ def make_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(store_ctx)
     app[PAGES] = sign_in_app()
-    app.add_subapp(PAGES_PREFIX, app[PAGES])
     app[ADMIN_APP] = admin_app()
+    signing, admin_ctx = app[PAGES][HOLDER], app[ADMIN_APP][ADMIN_CONTEXT]
     if settings.admin_listen is None:
+        app[PAGES].add_subapp("/ui", ui_app(PAGES_PREFIX + "/ui", signing, admin_ctx))
         app.add_subapp(PREFIX, app[ADMIN_APP])
     else:
-        app[ADMIN_ROOT] = web.Application(client_max_size=64 * 1024)
-        app[ADMIN_ROOT].add_subapp(PREFIX, app[ADMIN_APP])
+        # the UI goes where the admin API goes, with sign-in pages of its own there
+        # (sharing the main listener's sessions: a cookie is per host, not per port)
+        app[ADMIN_ROOT] = root = web.Application(client_max_size=64 * 1024)
+        root.add_subapp(PREFIX, app[ADMIN_APP])
+        pages = sign_in_app()
+        pages[HOLDER] = signing
+        root.add_subapp(PAGES_PREFIX, pages)
+        root.add_subapp("/ui", ui_app("/ui", signing, admin_ctx))
+    app.add_subapp(PAGES_PREFIX, app[PAGES])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -27,8 +27,8 @@ SECURITY_HEADERS = {
 }
 
 
-def setup_templates(app: web.Application) -> None:
-    aiohttp_jinja2.setup(
+def setup_templates(app: web.Application) -> jinja2.Environment:
+    return aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),

@@ -304,7 +304,8 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
         who = "" if worker is None else f"worker {worker}: "
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
         if settings.admin_listen is not None:
-            log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
+            log.info("%sadmin API on http://%s:%d%s, web UI on /ui/", who,
+                     *settings.admin_listen, PREFIX)  # fmt: skip
         if settings.grpc_listen is not None:
             log.info("%sext_authz gRPC on %s:%d", who, *settings.grpc_listen)
         await stop.wait()

@@ -76,6 +76,7 @@ def key_filter(who: Viewer, query: dict[str, str], now: float) -> KeyFilter:
 async def list_keys(request: web.Request) -> web.Response:
     who, ctx = viewer(request), services(request)
     query = {name: request.query.get(name, "").strip()[:200] for name in (*FILTERS, "cursor")}
+    await ctx.usage.flush(ctx.keys.store)  # last-used times still in memory: written first
     now = time.time()
     error = None
     try:

@@ -37,6 +37,7 @@ from keystile.usage import UsageMeter
 from keystile.web import oidc as oidc_pages
 from keystile.web.signin import HOLDER, SignIn, sign_in_app
 from keystile.web.signin import PREFIX as PAGES_PREFIX
+from keystile.web.ui import ui_app
 from keystile.wire import AuthListener
 from keystile.workers import supervise
 
@@ -258,13 +259,23 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(store_ctx)
     app[PAGES] = sign_in_app()
     oidc_pages.add_routes(app[PAGES])
-    app.add_subapp(PAGES_PREFIX, app[PAGES])
     app[ADMIN_APP] = admin_app()
+    signing, admin_ctx = app[PAGES][HOLDER], app[ADMIN_APP][ADMIN_CONTEXT]
     if settings.admin_listen is None:
+        app[PAGES].add_subapp("/ui", ui_app(PAGES_PREFIX + "/ui", signing, admin_ctx))
         app.add_subapp(PREFIX, app[ADMIN_APP])
     else:
-        app[ADMIN_ROOT] = web.Application(client_max_size=64 * 1024)
-        app[ADMIN_ROOT].add_subapp(PREFIX, app[ADMIN_APP])
+        # the UI goes where the admin API goes, with sign-in pages of its own there
+        # (sharing the main listener's sessions: a cookie is per host, not per port)
+        app[ADMIN_ROOT] = root = web.Application(client_max_size=64 * 1024)
+        root.add_subapp(PREFIX, app[ADMIN_APP])
+        pages = sign_in_app()
+        pages[HOLDER] = signing
+        oidc_pages.add_routes(pages)
+        pages[oidc_pages.OIDC_HOLDER] = app[PAGES][oidc_pages.OIDC_HOLDER]  # one context
+        root.add_subapp(PAGES_PREFIX, pages)
+        root.add_subapp("/ui", ui_app("/ui", signing, admin_ctx))
+    app.add_subapp(PAGES_PREFIX, app[PAGES])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -346,7 +357,8 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
         who = "" if worker is None else f"worker {worker}: "
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
         if settings.admin_listen is not None:
-            log.info("%sadmin API on http://%s:%d%s", who, *settings.admin_listen, PREFIX)
+            log.info("%sadmin API on http://%s:%d%s, web UI on /ui/", who,
+                     *settings.admin_listen, PREFIX)  # fmt: skip
         if settings.grpc_listen is not None:
             log.info("%sext_authz gRPC on %s:%d", who, *settings.grpc_listen)
         await stop.wait()

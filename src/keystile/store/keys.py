@@ -42,6 +42,8 @@ class KeyFilter:
     team_id: str | None = None
     group_id: str | None = None
     name: str | None = None  # substring, case-insensitive
+    expires_before: float | None = None  # has an expiry, at or before this instant
+    unused_since: float | None = None  # last used (or, never used, created) before this
     cursor: str | None = None
     limit: int | None = None
 
@@ -180,6 +182,12 @@ class KeyStore(StoreBase):
             escaped = query.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("name LIKE ? ESCAPE '\\'")
             params.append(f"%{escaped}%")
+        if query.expires_before is not None:
+            where.append("expires_at IS NOT NULL AND expires_at <= ?")
+            params.append(query.expires_before)
+        if query.unused_since is not None:
+            where.append("coalesce(last_used_at, created_at) < ?")
+            params.append(query.unused_since)
         if query.cursor:
             created, key_id = decode_cursor(query.cursor)
             where.append("(created_at > ? OR (created_at = ? AND id > ?))")
@@ -247,6 +255,23 @@ class KeyStore(StoreBase):
             (key_id, since),
         )
         return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
+    async def usage_of(
+        self, key_ids: Sequence[str], since: float = 0.0
+    ) -> list[tuple[str, int, str, str, int]]:
+        """(key id, hour, route, outcome, count) rows of several keys, oldest first."""
+        rows: list[tuple[str, int, str, str, int]] = []
+        for start in range(0, len(key_ids), 500):  # SQLite's bound on parameters
+            chunk = list(key_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            found = await self._fetch(
+                "reading usage",
+                f"SELECT key_id, hour, route, outcome, count FROM usage WHERE key_id IN ({marks})"
+                " AND hour >= ?",
+                [*chunk, since],
+            )
+            rows.extend((r[0], int(r[1]), r[2], r[3], int(r[4])) for r in found)
+        return sorted(rows, key=lambda row: row[1])
 
     async def allowed_since(self, kind: str, owner_id: str, since: float) -> int:
         """Allowed requests of a key (or all keys of a team's users) since ``since``."""

@@ -36,8 +36,8 @@ def timestamp(at: float | None) -> str:
     return "never" if at is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
-def setup_templates(app: web.Application) -> None:
-    aiohttp_jinja2.setup(
+def setup_templates(app: web.Application) -> jinja2.Environment:
+    return aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),

@@ -24,6 +24,7 @@ from urllib.parse import urljoin
 
 import pytest
 
+from tests.e2e.browser import browser, screenshot  # noqa: F401 - the shared fixture
 from tests.e2e.harness import (
     ROOT,
     Keystile,
@@ -35,12 +36,10 @@ from tests.e2e.harness import (
     stop_process,
     wait_for_port,
 )
-from tests.e2e.test_sessions import browser  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = pytest.mark.e2e
 HERE = ROOT / "tests" / "e2e" / "oidc"
 CLIENT_ID, SECRET = "keystile-e2e", "e2e-client-secret-3f9a7c1d"
-SCREENSHOTS = os.environ.get("KEYSTILE_SCREENSHOTS")
 CONFIG = """
 [oidc]
 name = "Test IdP"
@@ -147,12 +146,6 @@ def page(browser: Any) -> Iterator[Any]:  # noqa: F811
     context.close()
 
 
-def screenshot(page: Any, name: str, tmp_path: Path) -> None:
-    for folder in filter(None, (tmp_path, SCREENSHOTS)):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
-
-
 def at_provider(world: World, account: str, page: Any, consent: bool = True) -> None:
     """On the provider's dev pages: log in as ``account``, then allow (or cancel)."""
     page.wait_for_url(lambda url: url.startswith(world.idp.issuer + "/interaction/"))
@@ -218,7 +211,7 @@ def test_login_page_offers_the_provider(world: World, page: Any, tmp_path: Path)
     button = page.locator("#oidc")
     assert button.inner_text() == "Sign in with Test IdP"
     assert button.get_attribute("href") == "/_keystile/oidc/start?rd=/docs"
-    screenshot(page, "oidc-login", tmp_path)
+    screenshot(page, "oidc-login")
 
 
 def test_sign_in_get_a_key_shown_once_and_use_it(world: World, page: Any,
@@ -238,7 +231,7 @@ def test_sign_in_get_a_key_shown_once_and_use_it(world: World, page: Any,
     key = page.locator("#key").inner_text().strip()
     assert re.fullmatch(r"ks_[0-9A-Za-z]{49}", key)
     assert "Save it now" in page.content() and key[:9] in page.content()
-    screenshot(page, "oidc-sso-key", tmp_path)
+    screenshot(page, "oidc-sso-key")
 
     used = request(world.proxy.port, "POST", "/v1/chat/completions",
                    [("Authorization", f"Bearer {key}")], b"{}")  # fmt: skip
@@ -252,7 +245,7 @@ def test_sign_in_get_a_key_shown_once_and_use_it(world: World, page: Any,
     assert second != key
     page.goto(world.origin + "/_keystile/keys/sso")
     assert page.locator("#make-key").is_disabled()
-    screenshot(page, "oidc-sso-key-limit", tmp_path)
+    screenshot(page, "oidc-sso-key-limit")
     full = page.request.post(world.origin + "/_keystile/keys/sso",
                              headers={"Origin": world.origin})  # fmt: skip
     assert full.status == 409
@@ -277,7 +270,7 @@ def test_consent_denied(world: World, page: Any, tmp_path: Path) -> None:
     at_provider(world, "bob", page, consent=False)
     page.wait_for_url(lambda url: "/_keystile/oidc/callback" in url)
     failure(page, "consent_denied")
-    screenshot(page, "oidc-failure", tmp_path)
+    screenshot(page, "oidc-failure")
 
 
 @pytest.mark.parametrize(("account", "code"), [("uma", "email_not_verified"),

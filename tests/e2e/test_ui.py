@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.browser import browser, screenshot  # noqa: F401 - the shared fixture
 from tests.e2e.harness import Stack, running_stack
-from tests.e2e.test_sessions import SCREENSHOTS, browser  # noqa: F401 - the shared fixture
 
 ADMIN_PW = "root pass phrase 4711"
 MEMBER_PW = "bea pass phrase 0815"
@@ -57,9 +57,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def snap(page: Any, name: str, tmp_path: Path) -> None:
-    for folder in filter(None, (tmp_path, SCREENSHOTS)):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"ui-{name}.png"), full_page=True)
+    """Into the session's screenshots, and $KEYSTILE_SCREENSHOTS (docs/images) when set."""
+    screenshot(page, f"ui-{name}")
 
 
 def signed_in(browser: Any, stack: Stack, name: str, password: str, width: int = 1100) -> Any:  # noqa: F811

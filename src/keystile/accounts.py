@@ -13,6 +13,7 @@ from typing import Any
 
 from keystile.fields import (
     check_allowed_ips,
+    check_credential,
     check_email,
     check_group_name,
     check_limits,
@@ -45,10 +46,12 @@ class AccountService:
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
         allowed_ips: Iterable[str] | None = None,
+        credential: str | None = None,
     ) -> Team:
         now = self.keys.clock()
         team = Team(new_id("team"), check_text("name", name), now, now, check_limits(limits or {}),
-                    check_allowed_ips(allowed_ips))  # fmt: skip
+                    check_allowed_ips(allowed_ips),
+                    check_credential(credential, self.keys.credentials))  # fmt: skip
         return await self.store.insert_team(team, Audit(actor, "team.create"))
 
     async def update_team(
@@ -58,8 +61,11 @@ class AccountService:
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
         allowed_ips: Iterable[str] | None = UNSET,
+        credential: str | None = UNSET,
     ) -> Team:
         changes: dict[str, Any] = {}
+        if credential is not UNSET:
+            changes["credential"] = check_credential(credential, self.keys.credentials)
         if allowed_ips is not UNSET:
             changes["allowed_ips"] = check_allowed_ips(allowed_ips)
         if name is not None:

@@ -508,7 +508,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def _known_toml_paths() -> set[str]:
-    return {s.toml for s in SETTINGS if s.toml} | {"routes"}
+    return {s.toml for s in SETTINGS if s.toml} | {"routes", "credentials"}
 
 
 def _unknown_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -553,8 +553,10 @@ def load(env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Setti
     for error in (_resolve_pepper(values), _resolve_client_secret(values)):
         if error:
             errors.append(error)
-    values["routes"], route_errors = load_routes(document.get("routes"), env, values["unmatched"],
-                                                 secrets=secrets)  # fmt: skip
+    values["routes"], route_errors = load_routes(
+        document.get("routes"), env, values["unmatched"], secrets=secrets,
+        credentials=document.get("credentials"),
+    )  # fmt: skip
     errors.extend(f"{config_path}: {error}" for error in route_errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -391,7 +391,21 @@ class Rules:
                 return Decision(reasons.ROUTE_NOT_ALLOWED, record)
         elif not has_scopes(record.granted, route.scopes):
             return Decision(reasons.INSUFFICIENT_SCOPE, record, route)
+        elif route.slots:
+            refused = self.credential_refusal(record, route)
+            if refused is not None:
+                return Decision(refused, record, route)
         return self.limit(record, route, limits)
+
+    @staticmethod
+    def credential_refusal(record: KeyRecord, route: Route) -> Reason | None:
+        """Why ``route`` cannot send an upstream credential for ``record``: bound (the
+        key, else its team) to one the route does not list, or unbound and no default."""
+        binding = record.bound_credential
+        for _, slot in route.slots:
+            if slot.pick(binding) is None:
+                return reasons.NO_CREDENTIAL if binding is None else reasons.CREDENTIAL_NOT_ALLOWED
+        return None
 
     def admit(
         self, record: KeyRecord, client_ip: str | None, limits: Limits | None, now: float
@@ -428,6 +442,11 @@ class Rules:
         headers = identity_headers(record, route)
         if route is not None:
             headers.extend(_shared(name, secret.value) for name, secret in route.inject)
+            binding = record.bound_credential
+            for name, slot in route.slots:
+                chosen = slot.pick(binding)
+                if chosen is not None:  # judge denied it otherwise
+                    headers.append(_shared(name, chosen.value))
         unset = self.managed - {name.lower() for name, _ in headers}
         strip = self._strips.setdefault(unset, tuple(sorted(unset)))
         return Grant(tuple(headers), strip)

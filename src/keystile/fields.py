@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -213,6 +213,9 @@ SCOPE = {"type": "string", "pattern": SCOPE_PATTERN,
 SCOPES = {"type": "array", "maxItems": MAX_SCOPES, "items": SCOPE}
 GROUP_NAME = {"type": "string", "pattern": GROUP_NAME_PATTERN,
               "description": "lower-case letters, digits and _.-; at most 64"}  # fmt: skip
+CREDENTIAL = {"type": ["string", "null"], "pattern": GROUP_NAME_PATTERN,
+              "description": "the name of a configured [credentials.NAME] (never its value); "
+                             "null: none"}  # fmt: skip
 LIFETIME = {"type": "string", "pattern": LIFETIME_PATTERN, "format": "keystile-lifetime",
             "description": "a duration such as 30d, 12h or 1h30m (units s m h d w); "
                            "longer than 0, at most 100 years (36525d)"}  # fmt: skip
@@ -291,6 +294,15 @@ def check_name(name: str) -> str:
 
 def check_owner(owner: str | None) -> str | None:
     return None if owner is None else check_text("owner", owner)
+
+
+def check_credential(name: str | None, configured: Collection[str]) -> str | None:
+    """A binding to a configured upstream credential, by name (None: unbound)."""
+    if name is not None and name not in configured:
+        known = ", ".join(sorted(configured)) or "none are configured"
+        raise InvalidInput("credential", f"{_show(name)}: no such upstream credential "
+                                         f"(configured: {known})")  # fmt: skip
+    return name
 
 
 def check_group_name(name: str) -> str:

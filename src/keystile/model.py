@@ -29,6 +29,7 @@ COLUMNS = (
     "id", "key_hash", "hash_scheme", "display_prefix", "name", "owner", "scopes", "metadata",
     "created_at", "updated_at", "last_used_at", "expires_at", "enabled", "revoked_at",
     "deleted_at", "origin", "rotated_from", "replaced_by", "user_id", "allowed_ips", "limits",
+    "credential",
 )  # fmt: skip
 _JSON_COLUMNS = ("scopes", "metadata", "limits")
 ADMIN_SCOPE = "admin"
@@ -55,6 +56,7 @@ class TeamPolicy:
     id: str
     limits: dict[str, Any] = field(default_factory=dict)
     allowed_ips: tuple[str, ...] | None = None  # None: any address
+    credential: str | None = None  # the upstream credential its keys use, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class KeyRecord:
     user_id: str | None = None
     allowed_ips: tuple[str, ...] | None = None  # None: any address
     limits: dict[str, Any] = field(default_factory=dict)
+    credential: str | None = None  # the upstream credential it uses, by name (else its team's)
     # from the key's groups (not columns of the key)
     groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (id, name, scopes)
     team: TeamPolicy | None = None  # through the key's user
@@ -102,6 +105,14 @@ class KeyRecord:
         limits = [*self.limits, *(self.team.limits if self.team else ())]
         object.__setattr__(self, "limited", bool(limits))
         object.__setattr__(self, "has_quotas", any(name.startswith("quota_") for name in limits))
+
+    @property
+    def bound_credential(self) -> str | None:
+        """The name of the upstream credential routes send for this key: its own
+        binding, else its team's; None: unbound (a route's default applies)."""
+        if self.credential is not None:
+            return self.credential
+        return self.team.credential if self.team is not None else None
 
     def state(self, now: float) -> str:
         """The key's state at ``now``; only ``active`` keys authenticate."""
@@ -180,6 +191,7 @@ class KeyRecord:
             "limits": self.limits,
             "groups": [name for _, name, _ in self.groups],
             "team_id": self.team.id if self.team else None,
+            "credential": self.credential,
             "granted_scopes": list(self.granted),
         }
 

@@ -66,6 +66,20 @@ INSUFFICIENT_SCOPE = Reason(
 ROUTE_NOT_ALLOWED = Reason(
     "route_not_allowed", "no_route", _403, _PERM, "This route is not available to API keys."
 )
+CREDENTIAL_NOT_ALLOWED = Reason(
+    "route_not_allowed",
+    "credential_not_allowed",
+    _403,
+    _PERM,
+    "This API key is bound to an upstream credential this route does not use.",
+)
+NO_CREDENTIAL = Reason(
+    "route_not_allowed",
+    "no_credential",
+    _403,
+    _PERM,
+    "This route needs an upstream credential and this API key has none.",
+)
 AMBIGUOUS_PATH = Reason(
     "route_not_allowed",
     "ambiguous_path",
@@ -164,7 +178,8 @@ UNAVAILABLE = STORE_UNAVAILABLE
 
 REASONS: tuple[Reason, ...] = (
     MISSING_API_KEY, INVALID_API_KEY, CONFLICTING_KEYS, EXPIRED_API_KEY, REVOKED_API_KEY,
-    DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, AMBIGUOUS_PATH, UNKNOWN_TARGET,
+    DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, CREDENTIAL_NOT_ALLOWED,
+    NO_CREDENTIAL, AMBIGUOUS_PATH, UNKNOWN_TARGET,
     UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
     MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, INVALID_KEYS,
     LOGIN_REQUIRED, INVALID_SESSION, SESSION_EXPIRED, SESSION_NOT_ALLOWED, CROSS_SITE_REQUEST,

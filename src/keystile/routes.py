@@ -56,6 +56,19 @@ def compile_path(pattern: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Slot:
+    """An injected header filled from one of several named upstream credentials:
+    the one the key (else its team) is bound to, else ``default``."""
+
+    values: Mapping[str, Secret]  # the credentials this route may send, by name
+    default: str | None = None
+
+    def pick(self, binding: str | None) -> Secret | None:
+        """The value for a key bound to ``binding`` (None: unbound); None: denied."""
+        return self.values.get(binding if binding is not None else self.default or "")
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # identity: a cheap, exact key in memos
 class Route:
     name: str
@@ -66,6 +79,9 @@ class Route:
     scopes: frozenset[str]  # all are required
     inject: tuple[tuple[str, Secret], ...]
     sessions: bool = False  # a signed-in browser may use it (API keys always may)
+    # headers whose value is the named upstream credential the key (else its team)
+    # is bound to: (header, slot)
+    slots: tuple[tuple[str, Slot], ...] = ()
 
     def matches(self, method: str, host: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -87,9 +103,16 @@ def _host_matches(wanted: str, host: str) -> bool:
 class RouteTable:
     """The routes in file order, and what a request matching none gets."""
 
-    def __init__(self, routes: tuple[Route, ...] = (), allow_unmatched: bool = True) -> None:
+    def __init__(
+        self,
+        routes: tuple[Route, ...] = (),
+        allow_unmatched: bool = True,
+        credentials: Mapping[str, Secret] | None = None,
+    ) -> None:
         self.routes = routes
         self.allow_unmatched = allow_unmatched
+        # the named upstream credentials ([credentials.NAME]): names may be shown, values never
+        self.credentials: Mapping[str, Secret] = credentials or {}
         # clients repeat the same few (method, host, path): remember the answers
         self.match = lru_cache(maxsize=4096)(self._match)
 
@@ -104,7 +127,8 @@ class RouteTable:
         return None
 
     def injected_names(self) -> frozenset[str]:
-        return frozenset(name.lower() for route in self.routes for name, _ in route.inject)
+        return frozenset(name.lower() for route in self.routes
+                         for name, _ in (*route.inject, *route.slots))  # fmt: skip
 
 
 def _value(
@@ -150,7 +174,59 @@ def _value(
     return Secret(value)
 
 
-def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str]) -> Route | None:
+def _slot(
+    where: str, spec: Mapping[str, Any], credentials: Mapping[str, Secret], errors: list[str]
+) -> Slot | None:
+    """``{ credentials = ["a", "b"], default = "a" }``: names of configured credentials."""
+    start = len(errors)
+    errors.extend(f"{where}: unknown key {k!r} (use credentials and default)"
+                  for k in sorted(set(spec) - {"credentials", "default"}))  # fmt: skip
+    names = spec["credentials"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        errors.append(f"{where}.credentials={names!r}: a list of credential names")
+        return None
+    errors.extend(f"{where}.credentials: no [credentials.{n}] is configured"
+                  for n in names if n not in credentials)  # fmt: skip
+    default = spec.get("default")
+    if default is not None and (not isinstance(default, str) or default not in names):
+        errors.append(f"{where}.default={default!r}: must be one of the listed credentials")
+    if len(errors) > start:
+        return None
+    return Slot({n: credentials[n] for n in names}, default)
+
+
+def load_credentials(
+    raw: Any, env: Mapping[str, str] | None, errors: list[str]
+) -> dict[str, Secret]:
+    """``[credentials.NAME]`` tables: env, file or value (and optional format), as a
+    route's injected values; ``env`` None: shape only, placeholder values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.append("credentials: must be tables ([credentials.NAME])")
+        return {}
+    found = {}
+    for name, spec in raw.items():
+        where = f"credentials.{name}"
+        if not _NAME_RE.fullmatch(str(name)):
+            errors.append(f"{where}: name {name!r}: use lower-case letters, digits and _.-")
+            continue
+        if isinstance(spec, str):  # a bare literal: a secret is never written in the file
+            errors.append(f"{where}: must be a table with env, file or value")
+            continue
+        value = _value(where, spec, env, errors)
+        if value is not None:
+            found[str(name)] = value
+    return found
+
+
+def _route(
+    index: int,
+    raw: Any,
+    env: Mapping[str, str] | None,
+    errors: list[str],
+    credentials: Mapping[str, Secret],
+) -> Route | None:
     where = f"routes[{index}]"
     if not isinstance(raw, Mapping):
         errors.append(f"{where}: must be a table")
@@ -179,7 +255,8 @@ def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str
     sessions = raw.get("sessions", False)
     if not isinstance(sessions, bool):
         errors.append(f"{where}.sessions={sessions!r}: true or false")
-    inject = []
+    inject: list[tuple[str, Secret]] = []
+    slots: list[tuple[str, Slot]] = []
     injections = raw.get("inject", {})
     if not isinstance(injections, Mapping):
         errors.append(f"{where}.inject: must be a table of header = source")
@@ -191,6 +268,10 @@ def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str
             errors.append(f"{spot}: header names use letters, digits and '-' (no '_')")
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX):
             errors.append(f"{spot}: {header!r} cannot be injected")
+        elif isinstance(spec, Mapping) and "credentials" in spec:
+            slot = _slot(spot, spec, credentials, errors)
+            if slot is not None:
+                slots.append((str(header), slot))
         else:
             value = _value(spot, spec, env, errors)
             if value is not None:
@@ -207,23 +288,31 @@ def _route(index: int, raw: Any, env: Mapping[str, str] | None, errors: list[str
         scopes=frozenset(scopes),
         inject=tuple(inject),
         sessions=sessions is True,
+        slots=tuple(slots),
     )
 
 
 def load_routes(
-    raw: Any, env: Mapping[str, str], unmatched: str | None, *, secrets: bool = True
+    raw: Any,
+    env: Mapping[str, str],
+    unmatched: str | None,
+    *,
+    secrets: bool = True,
+    credentials: Any = None,
 ) -> tuple[RouteTable, list[str]]:
-    """Compile ``[[routes]]`` and the unmatched-request policy; returns (table, errors).
-    ``secrets=False``: injected values are checked for shape only, never read."""
+    """Compile ``[[routes]]``, the ``[credentials.NAME]`` they may name and the
+    unmatched-request policy; returns (table, errors). ``secrets=False``: injected
+    values are checked for shape only, never read."""
     source_env = env if secrets else None
     errors: list[str] = []
+    named = load_credentials(credentials, source_env, errors)
     if raw is None:
         raw = []
     if not isinstance(raw, Sequence) or isinstance(raw, str):
-        return RouteTable(), ["routes: must be an array of tables ([[routes]])"]
+        return RouteTable(), [*errors, "routes: must be an array of tables ([[routes]])"]
     routes = []
     for index, item in enumerate(raw):
-        route = _route(index, item, source_env, errors)
+        route = _route(index, item, source_env, errors, named)
         if route is not None:
             routes.append(route)
     names = [r.name for r in routes]
@@ -232,4 +321,4 @@ def load_routes(
     if unmatched not in (None, "allow", "deny"):
         errors.append(f"auth.unmatched={unmatched!r}: use 'allow' or 'deny'")
     default = "deny" if routes else "allow"
-    return RouteTable(tuple(routes), (unmatched or default) == "allow"), errors
+    return RouteTable(tuple(routes), (unmatched or default) == "allow", named), errors

@@ -228,7 +228,12 @@ def make_app(settings: Settings) -> web.Application:
             adapter.name: Gate(adapter, authorizer, app[METRICS], app[USAGE], trusted, denials)
             for adapter in ADAPTERS
         }
-        keys = KeyService(store, lookup.hasher, settings.key_prefix)
+        keys = KeyService(
+            store,
+            lookup.hasher,
+            settings.key_prefix,
+            credentials=frozenset(settings.routes.credentials),
+        )
         keys.on_change.append(cache.invalidate)  # same process: at once
         accounts = AccountService(keys)
         accounts.on_user_change.append(sessions.sync)
@@ -259,7 +264,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(store_ctx)
     app[PAGES] = sign_in_app()
     oidc_pages.add_routes(app[PAGES])
-    app[ADMIN_APP] = admin_app()
+    app[ADMIN_APP] = admin_app(settings.routes.credentials)
     signing, admin_ctx = app[PAGES][HOLDER], app[ADMIN_APP][ADMIN_CONTEXT]
     if settings.admin_listen is None:
         app[PAGES].add_subapp("/ui", ui_app(PAGES_PREFIX + "/ui", signing, admin_ctx))

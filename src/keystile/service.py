@@ -17,6 +17,7 @@ from keystile import keys
 from keystile.errors import Conflict
 from keystile.fields import (
     check_allowed_ips,
+    check_credential,
     check_expiry,
     check_grace,
     check_limits,
@@ -70,8 +71,12 @@ class KeyService:
         hasher: Hasher,
         prefix: str = "ks",
         clock: Callable[[], float] = time.time,
+        *,
+        credentials: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
+        # the configured upstream credentials' names: what a key or team may be bound to
+        self.credentials = credentials
         self.hasher = hasher
         self.prefix = prefix
         self.clock = clock
@@ -109,6 +114,7 @@ class KeyService:
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
         guard: Guard | None = None,
+        credential: str | None = None,
     ) -> Issued:
         now = self.clock()
         if user_id is not None:
@@ -123,6 +129,7 @@ class KeyService:
             metadata=check_metadata(metadata or {}),
             allowed_ips=check_allowed_ips(allowed_ips),
             limits=check_limits(limits or {}),
+            credential=check_credential(credential, self.credentials),
         )
         if guard is not None:
             guard(issued.record, None)
@@ -154,6 +161,7 @@ class KeyService:
         limits: Mapping[str, Any] | None = None,
         actor: str = "cli",
         guard: Guard | None = None,
+        credential: str | None = UNSET,
     ) -> KeyRecord:
         """Change the given fields; UNSET/None leave a field alone (None clears expiry/owner;
         allowed_ips None means any address)."""
@@ -175,6 +183,8 @@ class KeyService:
             changes["allowed_ips"] = check_allowed_ips(allowed_ips)
         if limits is not None:
             changes["limits"] = check_limits(limits)
+        if credential is not UNSET:
+            changes["credential"] = check_credential(credential, self.credentials)
         current = await self.store.get_key(key_id)
         if current.deleted_at is not None:
             raise Conflict(f"key {key_id} is deleted and cannot be changed")
@@ -241,6 +251,7 @@ class KeyService:
             user_id=old.user_id,
             allowed_ips=old.allowed_ips,
             limits=old.limits,
+            credential=old.credential,
         )
         if guard is not None:  # the new key is in the old one's groups and team too
             guard(replace(issued.record, groups=old.groups, team=old.team), None)

@@ -101,6 +101,11 @@ CASES: list[tuple[str, str, Any, dict[str, str] | None]] = [
     *[("POST", "/teams", {"name": "t", "limits": lim}, None) for lim in LIMITS],
     *[("PATCH", "/teams/{team}", b, None)
       for b in ({}, {"allowed_ips": None}, {"allowed_ips": [""]}, {"name": ""}, {"name": None})],
+    # no [credentials.NAME] configured here: only null is a name the document lists
+    *[(method, path, {**extra, "credential": c}, None) for c in (None, "team-z", "", 5)
+      for method, path, extra in (("POST", "/keys", {"name": "k"}), ("PATCH", "/keys/{key}", {}),
+                                  ("POST", "/teams", {"name": "t"}),
+                                  ("PATCH", "/teams/{team}", {}))],
     *[("POST", "/users", {"external_id": n}, None) for n in NAMES],
     ("POST", "/users", {"external_id": "u", "team_id": "team_missing"}, None),
     *[("POST", "/groups", {"name": n}, None)

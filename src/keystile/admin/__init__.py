@@ -3,7 +3,7 @@ OpenAPI document, so the two cannot drift apart."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,11 @@ class Endpoint:
     public: bool = False
 
 
+DOCUMENT = web.AppKey("admin_document", dict)  # the OpenAPI document this app serves
+
+
 async def openapi(request: web.Request) -> web.Response:
-    return reply(document(ENDPOINTS))
+    return reply(request.config_dict[DOCUMENT])
 
 
 KEY_QUERY = {"owner": FILTER, "user_id": FILTER, "team_id": FILTER, "group_id": FILTER,
@@ -116,11 +119,14 @@ ENDPOINTS: list[Endpoint] = [
 ]  # fmt: skip
 
 
-def admin_app() -> web.Application:
-    """The admin API as an application, mounted at /api/v1 or served on its own listener."""
+def admin_app(credentials: Collection[str] = ()) -> web.Application:
+    """The admin API as an application, mounted at /api/v1 or served on its own listener.
+    ``credentials``: the configured upstream credentials' names, which the document
+    lists as the values a ``credential`` field may take."""
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[ADMIN_CONTEXT] = ContextHolder()
-    app[INPUTS] = compile_document(document(ENDPOINTS))  # requests are checked against it
+    app[DOCUMENT] = document(ENDPOINTS, credentials)
+    app[INPUTS] = compile_document(app[DOCUMENT])  # requests are checked against it
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path[len(PREFIX) :], ep.handler)
     return app

@@ -24,7 +24,8 @@ async def create_team(request: web.Request) -> web.Response:
     body = await read_body(request)
     team = await ctx.accounts.create_team(body["name"], body.get("limits"),
                                           actor=caller.actor,
-                                          allowed_ips=body.get("allowed_ips"))  # fmt: skip
+                                          allowed_ips=body.get("allowed_ips"),
+                                          credential=body.get("credential"))  # fmt: skip
     return reply(iso(team.public()), status=201)
 
 
@@ -44,7 +45,8 @@ async def update_team(request: web.Request) -> web.Response:
     ips = body.get("allowed_ips", UNSET)
     team = await ctx.accounts.update_team(request.match_info["team_id"], body.get("name"),
                                           body.get("limits"), actor=caller.actor,
-                                          allowed_ips=ips)  # fmt: skip
+                                          allowed_ips=ips,
+                                          credential=body.get("credential", UNSET))  # fmt: skip
     return reply(iso(team.public()))
 
 

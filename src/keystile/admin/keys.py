@@ -11,7 +11,7 @@ from aiohttp import web
 from keystile.access import reachable_routes
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, caller_of
-from keystile.admin.http import MISSING, expiry, iso, reply
+from keystile.admin.http import MISSING, ApiError, expiry, iso, reply
 from keystile.admin.validation import read_body, read_headers, read_query
 from keystile.durations import parse_duration, parse_instant
 from keystile.errors import NotFound
@@ -34,9 +34,17 @@ async def _owned(ctx: AdminContext, caller: Caller, key_id: str) -> KeyRecord:
     return record
 
 
+def _no_binding(caller: Caller, body: dict[str, Any]) -> None:
+    """Only admins bind keys to upstream credentials (who pays is not a member's call)."""
+    if not caller.is_admin and "credential" in body:
+        raise ApiError(403, "permission_error", "credential_not_grantable",
+                       "only an admin can bind a key to an upstream credential")  # fmt: skip
+
+
 async def create_key(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
     body = await read_body(request)
+    _no_binding(caller, body)
     user_id, owner = body.get("user_id"), body.get("owner")
     if not caller.is_admin:  # self-service keys create keys for their own owner only
         user_id, owner = caller.record.user_id, caller.record.owner
@@ -45,7 +53,7 @@ async def create_key(request: web.Request) -> web.Response:
         body["name"], scopes=body.get("scopes", ()), owner=owner, user_id=user_id,
         expires_at=None if expires is MISSING else expires, metadata=body.get("metadata"),
         allowed_ips=body.get("allowed_ips"), limits=body.get("limits"), actor=caller.actor,
-        guard=caller.guard,
+        guard=caller.guard, credential=body.get("credential"),
     )  # fmt: skip
     # read back with what the store joins in (its team through the user, its groups),
     # so the answer shows what a later GET shows
@@ -82,12 +90,14 @@ async def update_key(request: web.Request) -> web.Response:
     ctx, caller = await caller_of(request)
     record = await _owned(ctx, caller, request.match_info["key_id"])
     body = await read_body(request)
+    _no_binding(caller, body)
     expires = expiry(body)
     updated = await ctx.keys.update(
         record.id, name=body.get("name"), scopes=body.get("scopes"),
         expires_at=UNSET if expires is MISSING else expires, metadata=body.get("metadata"),
         enabled=body.get("enabled"), allowed_ips=body.get("allowed_ips", UNSET),
         limits=body.get("limits"), actor=caller.actor, guard=caller.guard,
+        credential=body.get("credential", UNSET),
     )  # fmt: skip
     return reply(view(updated))
 

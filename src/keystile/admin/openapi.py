@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from keystile import __version__, fields
@@ -14,10 +15,11 @@ NOT_BOTH_EXPIRIES = {"required": ["expires_at", "expires_in"],
 KEY_FIELDS = {
     "name": fields.text_schema("the key's name"), "scopes": fields.SCOPES,
     "expires_at": fields.EXPIRY, "expires_in": fields.LIFETIME, "metadata": fields.METADATA,
-    "allowed_ips": fields.NETWORKS, "limits": fields.LIMITS,
+    "allowed_ips": fields.NETWORKS, "limits": fields.LIMITS, "credential": fields.CREDENTIAL,
 }  # fmt: skip
 TEAM_FIELDS = {"name": fields.text_schema("the team's name"), "limits": fields.LIMITS,
-               "allowed_ips": {**fields.NETWORKS, "type": ["array", "null"]}}  # fmt: skip
+               "allowed_ips": {**fields.NETWORKS, "type": ["array", "null"]},
+               "credential": fields.CREDENTIAL}  # fmt: skip
 GROUP_FIELDS = {"name": fields.GROUP_NAME, "scopes": fields.SCOPES}
 ROLE = {"enum": ["admin", "member"]}
 EMAIL = fields.EMAIL
@@ -80,7 +82,8 @@ SCHEMAS: dict[str, Any] = {
             "allowed_ips": {"type": ["array", "null"], "items": {"type": "string"}},
             "limits": {"type": "object"}, "origin": {"type": "string"},
             "hash_scheme": {"type": "string"}, "rotated_from": NULLABLE_STRING,
-            "replaced_by": NULLABLE_STRING,
+            "replaced_by": NULLABLE_STRING, "team_id": NULLABLE_STRING,
+            "credential": NULLABLE_STRING,
             "routes": {"type": "array", "items": {"$ref": "#/components/schemas/Route"}},
             "key": {"type": "string", "description": "The key: in the create response only."},
         },
@@ -94,7 +97,8 @@ SCHEMAS: dict[str, Any] = {
         "new": {"$ref": "#/components/schemas/Key"}}},
     "Team": {"type": "object", "required": ["id", "name"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "limits": {"type": "object"},
-        "created_at": TIME, "updated_at": TIME}},
+        "allowed_ips": {"type": ["array", "null"], "items": {"type": "string"}},
+        "credential": NULLABLE_STRING, "created_at": TIME, "updated_at": TIME}},
     "User": {"type": "object", "required": ["id", "external_id", "role"], "properties": {
         "id": {"type": "string"}, "external_id": {"type": "string"}, "team_id": NULLABLE_STRING,
         "role": ROLE, "email": NULLABLE_STRING, "has_password": {"type": "boolean"},
@@ -156,7 +160,22 @@ LINKS = {
 }  # fmt: skip
 
 
-def document(endpoints: list[Any]) -> dict[str, Any]:
+BINDABLE = ("KeyCreate", "KeyInput", "TeamCreate", "TeamInput")
+
+
+def _schemas(credentials: Collection[str]) -> dict[str, Any]:
+    """SCHEMAS with ``credential`` fields naming the configured credentials (or null)."""
+    names = {**fields.CREDENTIAL, "enum": [*sorted(credentials), None]}
+    schemas = dict(SCHEMAS)
+    for name in BINDABLE:
+        body = SCHEMAS[name]
+        schemas[name] = {**body, "properties": {**body["properties"], "credential": names}}
+    return schemas
+
+
+def document(endpoints: list[Any], credentials: Collection[str] = ()) -> dict[str, Any]:
+    """The document; ``credentials``: the names a ``credential`` field may take."""
+    schemas = _schemas(credentials)
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         operation: dict[str, Any] = {
@@ -179,7 +198,7 @@ def document(endpoints: list[Any]) -> dict[str, Any]:
         if ep.handler.__name__ in LINKS:
             operation["responses"][str(ep.status)]["links"] = LINKS[ep.handler.__name__]
         if ep.body is not None:
-            schema = SCHEMAS[ep.body["$ref"].rsplit("/", 1)[1]] if "$ref" in ep.body else ep.body
+            schema = schemas[ep.body["$ref"].rsplit("/", 1)[1]] if "$ref" in ep.body else ep.body
             required = bool(schema.get("required"))  # a create needs its body
             operation["requestBody"] = {"required": required, **_json(ep.body)}
         if not ep.public:
@@ -190,7 +209,7 @@ def document(endpoints: list[Any]) -> dict[str, Any]:
         "info": {"title": "keystile admin API", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},

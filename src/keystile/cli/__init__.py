@@ -76,11 +76,14 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
     rows = config.describe(settings)
     routes = [
         {"name": r.name, "path": r.pattern, "methods": sorted(r.methods), "host": r.host,
-         "scopes": sorted(r.scopes), "inject": [name for name, _ in r.inject]}
+         "scopes": sorted(r.scopes), "inject": [name for name, _ in (*r.inject, *r.slots)],
+         "credentials": {header: sorted(slot.values) for header, slot in r.slots}}
         for r in settings.routes.routes
     ]  # fmt: skip
+    credentials = sorted(settings.routes.credentials)  # names only: values are never shown
     if as_json:
         emit_json({"settings": {name: value for name, value, _ in rows}, "routes": routes,
+                   "credentials": credentials,
                    "oidc": {"enabled": settings.oidc_enabled,
                             "missing": settings.oidc_missing}})  # fmt: skip
         return 0
@@ -88,11 +91,14 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
     if routes:
         route_rows = [
             [r.name, r.pattern, ",".join(sorted(r.methods)) or "*", r.host or "*",
-             ",".join(sorted(r.scopes)) or "-", ",".join(name for name, _ in r.inject) or "-"]
+             ",".join(sorted(r.scopes)) or "-",
+             ",".join(name for name, _ in (*r.inject, *r.slots)) or "-"]
             for r in settings.routes.routes
         ]  # fmt: skip
         print()
         print(table(route_rows, ["ROUTE", "PATH", "METHODS", "HOST", "SCOPES", "INJECTS"]))
+    if credentials:
+        print(f"\nUpstream credentials: {', '.join(credentials)}.")
     unmatched = "allow" if settings.routes.allow_unmatched else "deny"
     print(f"\nRequests matching no route: {unmatched}.")
     print(oidc_status(settings))
@@ -102,7 +108,12 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
 
 async def _run_store_command(args: argparse.Namespace, settings: config.Settings) -> int:
     async with await Store.open(settings.db) as store:
-        keys = KeyService(store, settings.hasher(), settings.key_prefix)
+        keys = KeyService(
+            store,
+            settings.hasher(),
+            settings.key_prefix,
+            credentials=frozenset(settings.routes.credentials),
+        )
         sessions = SessionService(store, idle=settings.session_idle_timeout,
                                   absolute=settings.session_absolute_timeout,
                                   throttle=LoginThrottle(settings.login_attempts,

@@ -11,6 +11,7 @@ from typing import Any
 from keystile.cache import CachedLookup
 from keystile.cli import args as types
 from keystile.cli.context import Cli
+from keystile.cli.keys import credential_change, credential_options
 from keystile.cli.output import emit_json, table
 from keystile.durations import format_instant
 from keystile.errors import InvalidInput
@@ -30,8 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--limit", action="append", default=[], type=types.limit, metavar="NAME=N")
     p.add_argument("--allowed-ip", action="append", metavar="CIDR",
                    help="the team's keys work only from here (repeatable)")  # fmt: skip
+    credential_options(p)
     _json(p, team_create)
     _json(teams.add_parser("list", help="list teams"), team_list)
+    p = teams.add_parser("update", help="rename a team or change its upstream credential")
+    p.add_argument("team", metavar="TEAM_ID", type=types.text)
+    p.add_argument("--name", type=types.text)
+    credential_options(p, clearable=True)
+    _json(p, team_update)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND")  # fmt: skip
@@ -166,15 +173,25 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+TEAM_COLUMNS = ["ID", "NAME", "LIMITS", "CREDENTIAL"]
+
+
 async def team_create(args: argparse.Namespace, cli: Cli) -> int:
     team = await cli.accounts.create_team(args.name, dict(args.limit),
-                                          allowed_ips=args.allowed_ip)  # fmt: skip
-    return _show(args, team.public(), ["ID", "NAME", "LIMITS"])
+                                          allowed_ips=args.allowed_ip,
+                                          credential=args.credential)  # fmt: skip
+    return _show(args, team.public(), TEAM_COLUMNS)
+
+
+async def team_update(args: argparse.Namespace, cli: Cli) -> int:
+    team = await cli.accounts.update_team(args.team, args.name,
+                                          credential=credential_change(args))  # fmt: skip
+    return _show(args, team.public(), TEAM_COLUMNS)
 
 
 async def team_list(args: argparse.Namespace, cli: Cli) -> int:
     teams = [t.public() for t in await cli.keys.store.list_teams()]
-    return _show(args, teams, ["ID", "NAME", "LIMITS"])
+    return _show(args, teams, TEAM_COLUMNS)
 
 
 USER_COLUMNS = ["ID", "EXTERNAL_ID", "ROLE", "EMAIL", "TEAM_ID", "DISABLED"]

@@ -44,6 +44,23 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def credential_options(parser: argparse.ArgumentParser, clearable: bool = False) -> None:
+    """--credential NAME (and, for a change, --no-credential): by name, never a value."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--credential", metavar="NAME",
+                       help="bind to the upstream credential [credentials.NAME]")  # fmt: skip
+    if clearable:
+        group.add_argument("--no-credential", action="store_true", help="remove the binding")
+
+
+def credential_change(args: argparse.Namespace) -> str | None:
+    """The binding an update asks for: a name, None to remove it, or UNSET."""
+    if args.no_credential:
+        return None
+    value: str | None = UNSET if args.credential is None else args.credential
+    return value
+
+
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -61,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    metavar="KEY=VALUE", help="attach metadata (repeatable)")  # fmt: skip
     _expiry_options(p)
     _policy_options(p)
+    credential_options(p)
     _json_option(p)
     p.set_defaults(run=create)
 
@@ -90,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     state.add_argument("--disable", dest="enabled", action="store_const", const=False)
     _expiry_options(p, clearable=True)
     _policy_options(p)
+    credential_options(p, clearable=True)
     _json_option(p)
     p.set_defaults(run=update)
 
@@ -152,6 +171,7 @@ async def create(args: argparse.Namespace, cli: Cli) -> int:
         metadata=dict(args.metadata),
         allowed_ips=args.allowed_ip,
         limits=dict(args.limit),
+        credential=args.credential,
     )
     _print_issued(issued.key, issued.record, args.json, cli.keys.clock())
     return 0
@@ -213,6 +233,7 @@ async def update(args: argparse.Namespace, cli: Cli) -> int:
         enabled=args.enabled,
         allowed_ips=UNSET if args.allowed_ip is None else args.allowed_ip,
         limits={**current.limits, **dict(args.limit)} if args.limit else None,
+        credential=credential_change(args),
     )
     return _print_record(record, args, cli)
 

@@ -17,7 +17,7 @@ from keystile.store.records import AuditEntry, Group, Team, User
 
 def _team(row: sqlite3.Row) -> Team:
     ips = None if row[5] is None else tuple(orjson.loads(row[5]))
-    return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]), ips)
+    return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]), ips, row[6])
 
 
 def _user(row: sqlite3.Row) -> User:
@@ -29,7 +29,7 @@ def _group(row: sqlite3.Row) -> Group:
 
 
 _END_SESSIONS = "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
-_TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips FROM teams"
+_TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips, credential FROM teams"
 _USER = (
     "SELECT id, external_id, team_id, created_at, updated_at, role, email, password_hash,"
     " disabled_at FROM users"
@@ -39,7 +39,7 @@ _GROUP = "SELECT id, name, scopes, created_at, updated_at FROM groups"
 
 _KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     # kind: (select, row -> record, SET clause for its changeable columns)
-    "team": (_TEAM, _team, "name = ?, limits = ?, allowed_ips = ?"),
+    "team": (_TEAM, _team, "name = ?, limits = ?, allowed_ips = ?, credential = ?"),
     "user": (
         _USER,
         _user,
@@ -52,7 +52,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
 def _changeable(kind: str, record: Any) -> tuple[Any, ...]:
     if kind == "team":
         ips = None if record.allowed_ips is None else list(record.allowed_ips)
-        return (record.name, dumps(record.limits), dumps(ips))
+        return (record.name, dumps(record.limits), dumps(ips), record.credential)
     if kind == "user":
         return (record.external_id, record.team_id, record.role, record.email,
                 record.password_hash, record.disabled_at)  # fmt: skip
@@ -98,10 +98,11 @@ class AccountStore(StoreBase):
     async def insert_team(self, team: Team, audit: Audit | None = None) -> Team:
         async with self._transaction(f"creating team {team.name!r}") as conn:
             await conn.execute(
-                "INSERT INTO teams (id, name, limits, created_at, updated_at, allowed_ips)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO teams (id, name, limits, created_at, updated_at, allowed_ips,"
+                " credential) VALUES (?,?,?,?,?,?,?)",
                 (team.id, team.name, dumps(team.limits), team.created_at, team.updated_at,
-                 dumps(None if team.allowed_ips is None else list(team.allowed_ips))),
+                 dumps(None if team.allowed_ips is None else list(team.allowed_ips)),
+                 team.credential),
             )  # fmt: skip
             await self._audit(conn, audit, "team", team.id, None, team.public())
         return team

@@ -64,9 +64,12 @@ def _group(group_id: str, name: str, scopes: str) -> tuple[str, str, tuple[str, 
     return group_id, name, tuple(orjson.loads(scopes))
 
 
-def _team(team_id: str, limits: str, ips: str | None) -> TeamPolicy:
+def _team(team_id: str, limits: str, ips: str | None, credential: str | None) -> TeamPolicy:
     return TeamPolicy(
-        team_id, orjson.loads(limits), None if ips is None else tuple(orjson.loads(ips))
+        team_id,
+        orjson.loads(limits),
+        None if ips is None else tuple(orjson.loads(ips)),
+        credential,
     )
 
 
@@ -74,7 +77,7 @@ def _team(team_id: str, limits: str, ips: str | None) -> TeamPolicy:
 # team on each. Half the time of reading the groups apart, on the request path.
 _LOOKUP = (
     f"SELECT {', '.join('k.' + column for column in COLUMNS)}, g.id, g.name, g.scopes,"
-    " t.id, t.limits, t.allowed_ips, u.disabled_at FROM keys k"
+    " t.id, t.limits, t.allowed_ips, t.credential, u.disabled_at FROM keys k"
     " LEFT JOIN key_groups kg ON kg.key_id = k.id LEFT JOIN groups g ON g.id = kg.group_id"
     " LEFT JOIN users u ON u.id = k.user_id LEFT JOIN teams t ON t.id = u.team_id"
     " WHERE k.key_hash = ? ORDER BY g.name"
@@ -89,10 +92,10 @@ def _find_by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyRecord | None:
         return None
     first = rows[0]
     groups = tuple(_group(*row[_N : _N + 3]) for row in rows if row[_N] is not None)
-    team = None if first[_N + 3] is None else _team(*first[_N + 3 : _N + 6])
+    team = None if first[_N + 3] is None else _team(*first[_N + 3 : _N + 7])
     record = KeyRecord.from_row(first[:_N], groups, team)
     # a disabled user's keys stop with them (the record itself stays as it was)
-    return record if first[_N + 6] is None else replace(record, enabled=False)
+    return record if first[_N + 7] is None else replace(record, enabled=False)
 
 
 class KeyStore(StoreBase):
@@ -122,12 +125,12 @@ class KeyStore(StoreBase):
         marks = ", ".join("?" * len(user_ids))
         rows = await self._fetch(
             "reading key teams",
-            "SELECT u.id, t.id, t.limits, t.allowed_ips FROM users u"
+            "SELECT u.id, t.id, t.limits, t.allowed_ips, t.credential FROM users u"
             f" JOIN teams t ON t.id = u.team_id WHERE u.id IN ({marks})",
             list(user_ids),
             conn,
         )
-        return {user_id: _team(team_id, limits, ips) for user_id, team_id, limits, ips in rows}
+        return {row[0]: _team(*row[1:]) for row in rows}
 
     async def _records(
         self, rows: list[sqlite3.Row], conn: aiosqlite.Connection | None = None

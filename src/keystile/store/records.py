@@ -34,10 +34,12 @@ class Team:
     updated_at: float
     limits: dict[str, Any] = field(default_factory=dict)
     allowed_ips: tuple[str, ...] | None = None
+    credential: str | None = None  # the upstream credential its users' keys use, by name
 
     def public(self) -> dict[str, Any]:
         ips = None if self.allowed_ips is None else list(self.allowed_ips)
         return {"id": self.id, "name": self.name, "limits": self.limits, "allowed_ips": ips,
+                "credential": self.credential,
                 "created_at": self.created_at, "updated_at": self.updated_at}  # fmt: skip
 
 

@@ -45,7 +45,7 @@ class StoredSession(NamedTuple):
 _LOOKUP = (
     "SELECT s.id, s.token_hash, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at,"
     " u.id, u.external_id, u.email, u.role, u.disabled_at, t.id, t.limits, t.allowed_ips,"
-    " g.id, g.name, g.scopes FROM sessions s JOIN users u ON u.id = s.user_id"
+    " g.id, g.name, g.scopes, t.credential FROM sessions s JOIN users u ON u.id = s.user_id"
     " LEFT JOIN teams t ON t.id = u.team_id"
     " LEFT JOIN user_groups ug ON ug.user_id = u.id LEFT JOIN groups g ON g.id = ug.group_id"
     " WHERE s.token_hash = ? ORDER BY g.name"
@@ -61,7 +61,7 @@ def _find_session(conn: sqlite3.Connection, token_hash: str) -> StoredSession | 
     team = None
     if first[11] is not None:
         ips = None if first[13] is None else tuple(orjson.loads(first[13]))
-        team = TeamPolicy(first[11], orjson.loads(first[12]), ips)
+        team = TeamPolicy(first[11], orjson.loads(first[12]), ips, first[17])
     groups = tuple((row[14], row[15], tuple(orjson.loads(row[16])))
                    for row in rows if row[14] is not None)  # fmt: skip
     return StoredSession._make((*first[:11], groups, team))

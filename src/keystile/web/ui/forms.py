@@ -18,6 +18,7 @@ from keystile.errors import InvalidInput
 from keystile.fields import LIMIT_NAMES
 from keystile.model import ADMIN_SCOPE
 from keystile.routes import RouteTable
+from keystile.service import UNSET
 from keystile.web.ui.common import Viewer, text, words
 
 DAY = 86400.0
@@ -47,6 +48,7 @@ def key_values(form: MultiDictProxy[Any]) -> dict[str, Any]:
         "expiry": text(form, "expiry"),
         "expires_on": text(form, "expires_on"),
         "allowed_ips": text(form, "allowed_ips"),
+        "credential": text(form, "credential"),
         **{f"limit_{n}": text(form, f"limit_{n}") for n in LIMIT_NAMES},
     }
 
@@ -92,6 +94,15 @@ def expiry_of(form: MultiDictProxy[Any], now: float) -> Any:
     raise InvalidInput("expiry", f"{choice!r} is not one of never, {PRESETS} or a date")
 
 
+def credential_of(form: MultiDictProxy[Any], current: str | None = None) -> Any:
+    """The binding the form asks for: a name, None for none, or UNSET when the form
+    has no such field (none configured) or leaves the binding as it is."""
+    if "credential" not in form:
+        return UNSET
+    chosen = text(form, "credential") or None
+    return UNSET if chosen == current else chosen
+
+
 def key_fields(form: MultiDictProxy[Any], who: Viewer) -> dict[str, Any]:
     """KeyService.create's arguments (plus user_id and group_ids, for admins)."""
     expires = expiry_of(form, time.time())
@@ -103,4 +114,6 @@ def key_fields(form: MultiDictProxy[Any], who: Viewer) -> dict[str, Any]:
         "allowed_ips": ips_of(form),
         "user_id": text(form, "user_id") or None,
         "group_ids": [g for g in form.getall("group_id", []) if isinstance(g, str)],
+        # only an admin binds a key to an upstream credential
+        "credential": credential_of(form) if who.is_admin else UNSET,
     }

@@ -101,6 +101,7 @@ async def _detail(
             "limit_names": LIMIT_NAMES,
             "scopes": forms.grantable_scopes(who, ctx.routes, []),
             "presets": forms.PRESETS,
+            "credentials": sorted(ctx.routes.credentials),
         },
         status,
     )
@@ -134,6 +135,8 @@ async def edit_key(request: web.Request) -> web.Response:
             expires_at=UNSET if expires == "keep" else expires,
             actor=who.actor,
             guard=who.caller.guard,
+            # only an admin binds a key to an upstream credential
+            credential=forms.credential_of(form, record.credential) if who.is_admin else UNSET,
         )
     except (InvalidInput, ApiError, Conflict) as exc:
         return await _detail(request, record, problem(exc), 422)

@@ -15,6 +15,7 @@ from keystile.admin.http import ApiError
 from keystile.errors import InvalidInput, NotFound
 from keystile.fields import LIMIT_NAMES
 from keystile.model import STATES, KeyRecord
+from keystile.service import UNSET
 from keystile.store import KeyFilter
 from keystile.store.keys import encode_cursor
 from keystile.web.ui import forms
@@ -153,6 +154,7 @@ async def _form(
             "scopes": forms.grantable_scopes(who, ctx.routes, names.get("groups", [])),
             "limit_names": LIMIT_NAMES,
             "presets": forms.PRESETS,
+            "credentials": sorted(ctx.routes.credentials),
             **names,
         },
         status,
@@ -171,6 +173,8 @@ async def create_key(request: web.Request) -> web.Response:
     try:
         fields = forms.key_fields(form, who)
         user_id, group_ids = fields.pop("user_id"), fields.pop("group_ids")
+        if fields["credential"] is UNSET:
+            fields["credential"] = None
         if not who.is_admin:  # a member's keys are their own, groups are for admins
             user_id, group_ids = who.user_id, []
         groups = [await ctx.keys.store.get_group(g) for g in group_ids]

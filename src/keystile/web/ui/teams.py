@@ -27,6 +27,7 @@ async def list_teams(
             "error": error,
             "values": values or {},
             "limit_names": LIMIT_NAMES,
+            "credentials": sorted(services(request).routes.credentials),
         },
         status,
     )
@@ -36,11 +37,16 @@ async def create_team(request: web.Request) -> web.Response:
     who, ctx = viewer(request), services(request)
     form = await form_of(request)
     values = {
-        n: text(form, n) for n in ("name", "allowed_ips", *(f"limit_{n}" for n in LIMIT_NAMES))
+        n: text(form, n)
+        for n in ("name", "allowed_ips", "credential", *(f"limit_{n}" for n in LIMIT_NAMES))
     }
     try:
         team = await ctx.accounts.create_team(
-            values["name"], forms.limits_of(form), actor=who.actor, allowed_ips=forms.ips_of(form)
+            values["name"],
+            forms.limits_of(form),
+            actor=who.actor,
+            allowed_ips=forms.ips_of(form),
+            credential=values["credential"] or None,
         )
     except (InvalidInput, Conflict) as exc:
         return await list_teams(request, problem(exc), values, 422)
@@ -64,6 +70,7 @@ async def show_team(
             "keys": keys,
             "error": error,
             "limit_names": LIMIT_NAMES,
+            "credentials": sorted(ctx.routes.credentials),
         },
         status,
     )
@@ -72,7 +79,7 @@ async def show_team(
 async def edit_team(request: web.Request) -> web.Response:
     who, ctx = viewer(request), services(request)
     team_id = request.match_info["team_id"]
-    await ctx.keys.store.get_team(team_id)
+    team = await ctx.keys.store.get_team(team_id)
     form = await form_of(request)
     try:
         await ctx.accounts.update_team(
@@ -81,6 +88,7 @@ async def edit_team(request: web.Request) -> web.Response:
             forms.limits_of(form),
             actor=who.actor,
             allowed_ips=forms.ips_of(form),
+            credential=forms.credential_of(form, team.credential),
         )
     except (InvalidInput, Conflict, NotFound) as exc:
         return await show_team(request, problem(exc), 422)

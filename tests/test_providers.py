@@ -259,3 +259,11 @@ async def test_a_binding_change_of_key_or_team_writes_the_change_log(
     stored = await store.get_key(mine.id)
     assert stored.credential == "team-a" and stored.team is not None
     assert stored.team.credential == "team-a"
+
+
+async def test_rotation_keeps_the_binding(store: Store) -> None:
+    keys = KeyService(store, Hasher(), credentials=frozenset({"team-a"}))
+    old = (await keys.create("k", credential="team-a")).record
+    rotation = await keys.rotate(old.id, 60)
+    assert rotation.new.record.credential == "team-a"
+    assert (await store.get_key(rotation.new.record.id)).credential == "team-a"

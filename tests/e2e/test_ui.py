@@ -27,16 +27,27 @@ CONFIG = """
 trusted_origins = []
 member_scopes = ["chat"]
 
+[credentials.openai-a]
+value = "sk-provider-a-canary-111"
+format = "Bearer {}"
+
+[credentials.openai-b]
+env = "UI_PROVIDER_B"
+format = "Bearer {}"
+
 [[routes]]
 name = "chat"
 path = "/v1/chat/*"
 scopes = ["chat"]
+[routes.inject]
+Authorization = { credentials = ["openai-a", "openai-b"], default = "openai-a" }
 
 [[routes]]
 name = "images"
 path = "/v1/images/*"
 scopes = ["images"]
 """
+PROVIDER_VALUES = ("sk-provider-a-canary-111", "sk-provider-b-canary-222")
 KEY_RE = re.compile(r"ks_[0-9A-Za-z]{49}")
 shown: list[str] = []  # every key the UI showed, checked against everything else
 
@@ -46,7 +57,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("ui")
     (workdir / "keystile.toml").write_text(CONFIG)
     env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
-           "KEYSTILE_CONFIG": str(workdir / "keystile.toml")}  # fmt: skip
+           "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
+           "UI_PROVIDER_B": PROVIDER_VALUES[1]}  # fmt: skip
     for running in running_stack(workdir, env, "nginx"):
         for name, role, password in (("root", "admin", ADMIN_PW), ("bea", "member", MEMBER_PW)):
             assert running.keystile.cli("users", "create", name, "--role", role).returncode == 0
@@ -79,8 +91,8 @@ def go(page: Any, stack: Stack, path: str) -> Any:
 
 def never_shown_here(page: Any) -> None:
     content = page.content()
-    for key in shown:
-        assert key not in content, page.url
+    for secret in (*shown, *PROVIDER_VALUES):  # keys after their one page; credentials ever
+        assert secret not in content, page.url
 
 
 def back_to_the_answer(page: Any) -> None:
@@ -142,9 +154,11 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
     page.check("input[name=scope][value=chat]")
     page.check("input[name=group_id]")
     page.check("input[name=expiry][value='90']")
+    page.select_option("#credential", "openai-b")  # the upstream account, by name
     page.click("text=Create the key")
     page.wait_for_selector("text=Save it now")
     admin_key = the_key(page)
+    assert not any(value in page.content() for value in PROVIDER_VALUES)
     snap(page, "key-created", tmp_path)
     key_id = key_id_of(page)
     # the key works through nginx; a denied request counts too
@@ -152,6 +166,8 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
                            ("/v1/admin", 403)):  # fmt: skip
         reply = stack.request("GET", path, [("Authorization", f"Bearer {admin_key}")])
         assert reply.status == expected, path
+    chat = next(s for s in stack.upstream.seen if s.path == "/v1/chat/completions")
+    assert chat.header("Authorization") == [f"Bearer {PROVIDER_VALUES[1]}"]  # its binding
     assert stack.request("GET", "/v1/chat/x", [("Authorization", "Bearer ks_" + "0" * 49)]
                          ).status == 401  # fmt: skip
     go(page, stack, "/keys")
@@ -162,6 +178,7 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
     go(page, stack, f"/keys/{key_id}")
     never_shown_here(page)
     assert "group artists" in page.inner_text("body")  # images, granted through the group
+    assert "openai-b" in page.inner_text("body")  # the binding, by name
     assert "2 allowed" in page.inner_text("body")
     snap(page, "key", tmp_path)
     page.fill("#name", "bea notebook")

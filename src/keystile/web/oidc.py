@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from keystile.cookies import session_token
+from keystile.cookies import cookie_line, session_token
 from keystile.errors import StoreError
 from keystile.oidc import OIDCFailure, new_secret
 from keystile.returnurl import safe_return
@@ -150,7 +150,7 @@ async def start(request: web.Request) -> web.Response:
     rd = safe_return(request.query.get("rd"), ctx.return_hosts)
     cookie = binding_cookie(ctx)
     # reuse this browser's binding: two tabs signing in at once both finish
-    browser = session_token(request.headers.get("Cookie"), cookie)
+    browser = session_token(cookie_line(request.headers), cookie)
     if browser is None or len(browser) != 43:
         browser = new_secret()
     try:
@@ -173,7 +173,7 @@ async def callback(request: web.Request) -> web.Response:
         return failure_page(request, "oidc_off")
     query = request.query
     cookie = binding_cookie(ctx)
-    browser = session_token(request.headers.get("Cookie"), cookie)
+    browser = session_token(cookie_line(request.headers), cookie)
     address = client_address(request, ctx.trusted)
     rd = "/"
     try:

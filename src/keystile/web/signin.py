@@ -17,7 +17,7 @@ from aiohttp import web
 
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
-from keystile.cookies import session_token
+from keystile.cookies import cookie_line, session_token
 from keystile.errors import StoreError
 from keystile.model import ACTIVE, SESSION
 from keystile.returnurl import safe_return
@@ -66,7 +66,7 @@ def _ctx(request: web.Request) -> SignIn:
 
 async def signed_in(request: web.Request, ctx: SignIn) -> Any:
     """The active session record of the request's cookie, or None."""
-    token = session_token(request.headers.get("Cookie"), ctx.cookie)
+    token = session_token(cookie_line(request.headers), ctx.cookie)
     if token is None:
         return None
     entry = await ctx.cache.find(token)
@@ -142,7 +142,7 @@ async def logout(request: web.Request) -> web.Response:
     if from_elsewhere(request, ctx.trusted_origins):
         return _form_page(request, "/", error="This sign-out came from another site and was "
                           "refused.", status=403)  # fmt: skip
-    token = session_token(request.headers.get("Cookie"), ctx.cookie)
+    token = session_token(cookie_line(request.headers), ctx.cookie)
     if token is not None:
         try:
             await ctx.sessions.sign_out(token)

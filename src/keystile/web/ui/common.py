@@ -20,12 +20,11 @@ from multidict import MultiDictProxy
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, ContextHolder
 from keystile.admin.http import ApiError
-from keystile.cookies import session_token
 from keystile.durations import format_instant
 from keystile.errors import Conflict, InvalidInput, NotFound, StoreError
-from keystile.model import ACTIVE, SESSION, KeyRecord
+from keystile.model import KeyRecord
 from keystile.web.pages import SECURITY_HEADERS, page
-from keystile.web.signin import LOGIN, SignIn
+from keystile.web.signin import LOGIN, SignIn, signed_in
 
 log = logging.getLogger("keystile.ui")
 MAX_FORM = 64 * 1024
@@ -106,15 +105,8 @@ def sign_in_ctx(request: web.Request) -> SignIn:
 
 async def find_viewer(request: web.Request) -> Viewer | None:
     """The signed-in person of the request's session cookie (as ``whoami`` reads it)."""
-    ctx = sign_in_ctx(request)
-    token = session_token(request.headers.get("Cookie"), ctx.cookie)
-    if token is None:
-        return None
-    entry = await ctx.cache.find(token)
-    if entry is None:
-        return None
-    record = entry.record
-    if record.kind != SESSION or record.state(ctx.sessions.clock()) != ACTIVE:
+    record = await signed_in(request, sign_in_ctx(request))
+    if record is None:
         return None
     return Viewer(record, bound_of(record), request.config_dict[BASE])
 

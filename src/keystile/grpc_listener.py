@@ -181,5 +181,5 @@ class GrpcListener:
             self.tending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.tending
-        self.health.shutdown()
+        await self.health.shutdown(min(grace, 1.0))
         await self.server.stop(grace)

@@ -12,6 +12,7 @@ in flight are answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,16 +31,23 @@ class Health(health_pb2_grpc.HealthServicer):
         self.status: Any = NOT_SERVING  # until the listener has asked once
         self.final = False
         self._changed = asyncio.Event()  # set (and replaced) at each change
+        self._watching = 0  # Watch streams open
+        self._ended = asyncio.Event()  # set once final and no Watch is open
 
     def set(self, status: Any) -> None:
         if not self.final and status != self.status:
             self.status = status
             self._wake()
 
-    def shutdown(self) -> None:
-        """NOT_SERVING for good; every Watch is told so and ends."""
+    async def shutdown(self, wait: float) -> None:
+        """NOT_SERVING for good; every Watch is told so and ends. Returns once each
+        open Watch has written NOT_SERVING and returned (at most ``wait`` seconds),
+        so that stopping the server next cannot cut that last message off."""
         self.status, self.final = NOT_SERVING, True
         self._wake()
+        if self._watching:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), wait)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -54,12 +62,18 @@ class Health(health_pb2_grpc.HealthServicer):
         """The status now, then each change, until shutdown (a service this server
         does not know: SERVICE_UNKNOWN, as the protocol asks, kept open alike)."""
         known, last = request.service in self.services, None
-        while True:
-            changed = self._changed  # taken first: a change while writing wakes us
-            status = self.status if known else UNKNOWN
-            if status != last:
-                await context.write(HealthCheckResponse(status=status))
-                last = status
-            if self.final:
-                return
-            await changed.wait()
+        self._watching += 1
+        try:
+            while True:
+                changed = self._changed  # taken first: a change while writing wakes us
+                status = self.status if known else UNKNOWN
+                if status != last:
+                    await context.write(HealthCheckResponse(status=status))
+                    last = status
+                if self.final:
+                    return
+                await changed.wait()
+        finally:
+            self._watching -= 1
+            if self.final and not self._watching:
+                self._ended.set()

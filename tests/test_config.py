@@ -27,12 +27,12 @@ def test_all_errors_are_reported_naming_setting_and_value(tmp_path: Path) -> Non
     toml.write_text('[server]\nlisten = "nope"\nlistn = 1\n')
     with pytest.raises(ConfigError) as caught:
         config.load({"KEYSTILE_CONFIG": str(toml), "KEYSTILE_KEY_PREFIX": "Bad",
-                     "KEYSTILE_DB": "postgres://x"})  # fmt: skip
+                     "KEYSTILE_DB": "mysql://x"})  # fmt: skip
     message = str(caught.value)
     assert "server.listen='nope'" in message
     assert "unknown setting 'server.listn'" in message
     assert "KEYSTILE_KEY_PREFIX='Bad'" in message
-    assert "KEYSTILE_DB='postgres://x'" in message
+    assert "KEYSTILE_DB='mysql://x'" in message
 
 
 def test_secrets_are_never_echoed() -> None:

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from keystile import keys
 from keystile.clientip import DEFAULT_TRUSTED
 from keystile.errors import ConfigError, InvalidInput
 from keystile.routes import RouteTable, load_routes
+from keystile.urls import redact
 
 MIN_PEPPER_LEN = 16
 
@@ -36,12 +38,20 @@ def _listen(value: Any) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _db(value: Any) -> Path:
+def _db(value: Any) -> Path | str:
+    """An SQLite file (a path or sqlite:///path), or a postgresql:// URL (kept as text)."""
     text = str(value)
+    if text.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(text).port  # noqa: B018 -- raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"not a PostgreSQL URL: {exc}") from None
+        return text
     if text.startswith("sqlite:///"):
         text = text[len("sqlite://") :]
     elif "://" in text:
-        raise ValueError("only SQLite files are supported: give a path or sqlite:///path")
+        raise ValueError("give an SQLite file (a path or sqlite:///path) or a "
+                         "postgresql://user@host/database URL")  # fmt: skip
     if not text:
         raise ValueError("must not be empty")
     return Path(text).expanduser()
@@ -273,7 +283,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve Envoy's ext_authz over gRPC (and the gRPC health service) on this "
             "HOST:PORT; unset: no gRPC listener.", _listen),
     Setting("db", "KEYSTILE_DB", "store.db", default_db_path,
-            "Key store: an SQLite file path (or sqlite:///path). Created 0600, folder 0700.", _db),
+            "Key store: an SQLite file path (or sqlite:///path; created 0600, folder 0700), or "
+            "a postgresql://user:password@host:port/database URL (see docs/scale-out.md).", _db),
     Setting("pepper", "KEYSTILE_PEPPER", None, None,
             "Server-side secret: new keys are hashed with HMAC-SHA256 under it. "
             f"At least {MIN_PEPPER_LEN} characters.", _text, secret=True),
@@ -410,7 +421,7 @@ class Settings:
     admin_listen: tuple[str, int] | None = None
     grpc_listen: tuple[str, int] | None = None
     workers: int = 1
-    db: Path = Path("keystile.db")
+    db: Path | str = Path("keystile.db")  # str: a postgresql:// URL
     pepper: str | None = field(default=None, repr=False)
     pepper_file: str | None = None
     admin_key: str | None = field(default=None, repr=False)
@@ -548,7 +559,7 @@ def load(env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Setti
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            shown = "(secret)" if setting.secret else repr(raw)
+            shown = "(secret)" if setting.secret else repr(redact(str(raw)))
             errors.append(f"{source}={shown}: {exc}")
     for error in (_resolve_pepper(values), _resolve_client_secret(values)):
         if error:
@@ -609,7 +620,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = ",".join(f"{claim}={group}" for claim, group in value or ()) or "-"
         elif setting.name == "trusted_proxies":
             shown = ",".join(str(network) for network in value) or "-"
-        else:
-            shown = "-" if value is None else str(value)
+        else:  # a URL's password (the store's, Redis's) is never shown
+            shown = "-" if value is None else redact(str(value))
         rows.append((setting.env or setting.toml or setting.name, shown, setting.help))
     return rows

@@ -9,14 +9,12 @@ cache, never on it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-
-if TYPE_CHECKING:
-    import sqlite3
 
 ACTIVE = "active"
 EXPIRED = "expired"
@@ -149,7 +147,7 @@ class KeyRecord:
     @classmethod
     def from_row(
         cls,
-        row: sqlite3.Row | tuple[Any, ...],
+        row: Sequence[Any],
         groups: tuple[tuple[str, str, tuple[str, ...]], ...] = (),
         team: TeamPolicy | None = None,
     ) -> KeyRecord:

@@ -33,6 +33,7 @@ from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from keystile.urls import redact
 from keystile.usage import UsageMeter
 from keystile.web import oidc as oidc_pages
 from keystile.web.signin import HOLDER, SignIn, sign_in_app
@@ -130,16 +131,17 @@ async def _follow_the_file(caches: list[CachedLookup]) -> None:
     if changed is None:
         return
     if changed == "replaced":
-        log.error("the store file %s was replaced; reopening it, the cache starts over", store.path)
+        log.error("the store file %s was replaced; reopening it, the cache starts over",
+                  store.describe())  # fmt: skip
         await store.reopen()
         for cache in caches:
             cache.clear()
             await cache.start()
-        log.info("store file %s reopened", store.path)
+        log.info("store file %s reopened", store.describe())
     elif store.lost is None:
         log.error("the store file %s was deleted; every key is refused until it is back",
-                  store.path)  # fmt: skip
-        await store.detach(f"the store file {store.path} was deleted")
+                  store.describe())  # fmt: skip
+        await store.detach(f"the store file {store.describe()} was deleted")
         for cache in caches:
             cache.clear()
             cache.last_sync = float("-inf")  # fail closed now, not after max_staleness
@@ -360,7 +362,8 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
             closing.append(grpc)
             await grpc.start(settings.grpc_listen)
         who = "" if worker is None else f"worker {worker}: "
-        log.info("%slistening on http://%s:%d, store %s", who, *settings.listen, settings.db)
+        log.info("%slistening on http://%s:%d, store %s", who, *settings.listen,
+                 redact(str(settings.db)))  # fmt: skip
         if settings.admin_listen is not None:
             log.info("%sadmin API on http://%s:%d%s, web UI on /ui/", who,
                      *settings.admin_listen, PREFIX)  # fmt: skip

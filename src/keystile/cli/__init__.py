@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from keystile import __version__, config
 from keystile.accounts import AccountService
@@ -138,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings)
         # the first admin of a fresh install comes before any store exists
         bootstrap = getattr(args, "run", None) is user_create_admin
-        if not args.create_store and not bootstrap and not settings.db.exists():
+        missing = isinstance(settings.db, Path) and not settings.db.exists()
+        if not args.create_store and not bootstrap and missing:
             hint = "start `keystile serve` once (it creates it), check KEYSTILE_DB"
             return _fail(f"no key store at {settings.db}: {hint}, or pass --create-store", 1)
         return asyncio.run(_run_store_command(args, settings))

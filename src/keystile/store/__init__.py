@@ -1,6 +1,5 @@
-"""The key store: records, migrations and the SQLite backend."""
+"""The key store: records, migrations, and its SQLite and PostgreSQL backends."""
 
-from keystile.store.base import Audit
 from keystile.store.keys import KeyFilter
 from keystile.store.records import (
     STATES,
@@ -11,7 +10,8 @@ from keystile.store.records import (
     Team,
     User,
 )
-from keystile.store.sqlite import Store
+from keystile.store.sql import Audit
+from keystile.store.store import Store, is_postgres
 
 __all__ = ["STATES", "Audit", "AuditEntry", "Group", "KeyFilter", "KeyRecord", "Session", "Store",
-           "Team", "User"]  # fmt: skip
+           "Team", "User", "is_postgres"]  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,20 +10,20 @@ from typing import Any
 import orjson
 
 from keystile.errors import Conflict, NotFound
-from keystile.store.base import Audit, StoreBase, dumps
 from keystile.store.records import AuditEntry, Group, Team, User
+from keystile.store.sql import Audit, Row, SQLBase, dumps
 
 
-def _team(row: sqlite3.Row) -> Team:
+def _team(row: Row) -> Team:
     ips = None if row[5] is None else tuple(orjson.loads(row[5]))
     return Team(row[0], row[1], row[3], row[4], orjson.loads(row[2]), ips, row[6])
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: Row) -> User:
     return User(row[0], row[1], row[3], row[4], row[2], row[5], row[6], row[7], row[8])
 
 
-def _group(row: sqlite3.Row) -> Group:
+def _group(row: Row) -> Group:
     return Group(row[0], row[1], row[3], row[4], tuple(orjson.loads(row[2])))
 
 
@@ -59,7 +58,7 @@ def _changeable(kind: str, record: Any) -> tuple[Any, ...]:
     return (record.name, dumps(list(record.scopes)))
 
 
-class AccountStore(StoreBase):
+class AccountStore(SQLBase):
     async def _get(self, kind: str, item_id: str) -> Any:
         select, parse, _ = _KINDS[kind]
         rows = await self._fetch(f"reading a {kind}", f"{select} WHERE id = ?", (item_id,))
@@ -218,11 +217,12 @@ class AccountStore(StoreBase):
                 if not await self._one(conn, f"SELECT 1 FROM {source} WHERE id = ?", (item,)):
                     raise NotFound(f"no {source[:-1]} with id {item!r}")
             if member:
-                sql = f"INSERT OR IGNORE INTO {links} ({column}, group_id) VALUES (?, ?)"
+                sql = (f"INSERT INTO {links} ({column}, group_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING")  # fmt: skip
             else:
                 sql = f"DELETE FROM {links} WHERE {column} = ? AND group_id = ?"
             cursor = await conn.execute(sql, (key_id, group_id))
-            changed = cursor.rowcount > 0
+            changed = bool(cursor.rowcount > 0)
             if changed:
                 change = {"group_id": group_id}
                 before, after = (None, change) if member else (change, None)
@@ -285,10 +285,10 @@ class AccountStore(StoreBase):
 
     async def remember(self, key: str, response: dict[str, Any]) -> None:
         async with self._transaction("storing an idempotency key") as conn:
-            try:
-                await conn.execute(
-                    "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)",
-                    (key, dumps(response), time.time()),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"idempotency key {key!r} is already in use") from None
+            cursor = await conn.execute(
+                "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (key, dumps(response), time.time()),
+            )
+            if not cursor.rowcount:
+                raise Conflict(f"idempotency key {key!r} is already in use")

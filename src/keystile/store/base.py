@@ -1,4 +1,4 @@
-"""Store plumbing: connections, transactions, error translation, audit writes.
+"""SQLite plumbing: connections, transactions, error translation.
 
 Three connections, none used on the event loop's thread. One writes (every write
 in ``BEGIN IMMEDIATE`` under a lock, so writers never meet a read-to-write upgrade
@@ -18,16 +18,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar, cast
 
 import aiosqlite
-import orjson
 
 from keystile.errors import Conflict, StoreError, StoreUnavailable
 from keystile.store.migrate import migrate
+from keystile.store.sql import Audit, Row, SQLBase, dumps
+
+__all__ = ["Audit", "SQLiteBase", "dumps", "migrate_file", "prepare_file", "translated"]
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -49,14 +50,6 @@ NAP_EVERY = 0.02  # while the lookup thread is behind, the loop naps this often.
 NAP = 0.001  # ...this long, so that the thread gets the GIL even when the loop never idles
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Audit:
-    """Who does what; the store adds the target and before/after in the same transaction."""
-
-    actor: str
-    action: str
 
 
 @contextmanager
@@ -105,10 +98,6 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
-
-
-def dumps(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
 
 
 class _Job:
@@ -292,7 +281,13 @@ class LookupThread:
                     waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
 
-class StoreBase:
+def _read_and_parse(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any], parse: Callable[[list[Row]], T]
+) -> T:
+    return parse(conn.execute(sql, params).fetchall())
+
+
+class SQLiteBase(SQLBase):
     """Three connections to one SQLite file, none on the event loop's thread: a
     writer and a reader on aiosqlite's threads, and the lookup thread's reader
     for the request path's key lookup.
@@ -318,6 +313,9 @@ class StoreBase:
         self._write_lock = asyncio.Lock()
         self._identity = file_identity(path)  # the file these connections have open
         self.lost: str | None = None  # why the store no longer answers (file deleted)
+
+    def describe(self) -> str:
+        return str(self.path)
 
     def file_changed(self) -> str | None:
         """None while ``path`` is still the file the store opened; else what happened
@@ -365,17 +363,13 @@ class StoreBase:
         with translated("closing the store"):
             await self._lookups.close()
 
-    async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers a query."""
-        await self._fetch("checking the store", "SELECT 1 FROM keys LIMIT 1")
-
     async def _fetch(
         self,
         action: str,
         sql: str,
         params: Sequence[Any] = (),
         conn: aiosqlite.Connection | None = None,
-    ) -> list[sqlite3.Row]:
+    ) -> list[Row]:
         """Rows on the reader, or on ``conn`` (the writer, inside a transaction)."""
         if self.lost is not None:
             raise StoreUnavailable(f"{action}: {self.lost}")
@@ -397,25 +391,20 @@ class StoreBase:
                     raise
                 await self._writer.execute("COMMIT")
 
-    @staticmethod
-    async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+    async def _one(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
         async with conn.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
-    @staticmethod
-    async def _audit(
-        conn: aiosqlite.Connection,
-        audit: Audit | None,
-        target_type: str,
-        target_id: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-    ) -> None:
-        if audit is None:
-            return
-        await conn.execute(
-            "INSERT INTO audit_log (at, actor, action, target_type, target_id, before, after)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), audit.actor, audit.action, target_type, target_id, dumps(before),
-             dumps(after)),
-        )  # fmt: skip
+    async def _lookup(
+        self, action: str, sql: str, params: Sequence[Any], parse: Callable[[list[Row]], T]
+    ) -> T:
+        """All on the lookup thread, the parsing too (see ``LookupThread``)."""
+        return await self._lookups.run(action, _read_and_parse, sql, params, parse)
+
+    async def _columns(self, table: str) -> list[str]:
+        rows = await self._fetch(
+            f"reading the columns of {table}",
+            "SELECT name FROM pragma_table_info(?) ORDER BY cid",
+            (table,),
+        )
+        return [row[0] for row in rows]  # fmt: skip

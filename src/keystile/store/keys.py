@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from keystile.errors import InvalidInput, NotFound
-from keystile.store.base import Audit, StoreBase
 from keystile.store.records import COLUMNS, KeyRecord, TeamPolicy
+from keystile.store.sql import Audit, Conn, Row, SQLBase
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM keys"
 _INSERT = f"INSERT INTO keys ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -85,9 +84,8 @@ _LOOKUP = (
 _N = len(COLUMNS)
 
 
-def _find_by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyRecord | None:
-    """The record stored under ``key_hash``: blocking, on the lookup thread."""
-    rows = conn.execute(_LOOKUP, (key_hash,)).fetchall()
+def _key_of(rows: list[Row]) -> KeyRecord | None:
+    """The record in the rows of ``_LOOKUP``."""
     if not rows:
         return None
     first = rows[0]
@@ -98,9 +96,9 @@ def _find_by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyRecord | None:
     return record if first[_N + 7] is None else replace(record, enabled=False)
 
 
-class KeyStore(StoreBase):
+class KeyStore(SQLBase):
     async def _groups_of(
-        self, key_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+        self, key_ids: Sequence[str], conn: Conn | None = None
     ) -> dict[str, Groups]:
         if not key_ids:
             return {}
@@ -118,7 +116,7 @@ class KeyStore(StoreBase):
         return {key_id: tuple(groups) for key_id, groups in found.items()}
 
     async def _teams_of(
-        self, user_ids: Sequence[str], conn: aiosqlite.Connection | None = None
+        self, user_ids: Sequence[str], conn: Conn | None = None
     ) -> dict[str, TeamPolicy]:
         if not user_ids:
             return {}
@@ -132,9 +130,7 @@ class KeyStore(StoreBase):
         )
         return {row[0]: _team(*row[1:]) for row in rows}
 
-    async def _records(
-        self, rows: list[sqlite3.Row], conn: aiosqlite.Connection | None = None
-    ) -> list[KeyRecord]:
+    async def _records(self, rows: list[Row], conn: Conn | None = None) -> list[KeyRecord]:
         """Records with their groups and team (read on ``conn`` inside a transaction)."""
         groups = await self._groups_of([row[0] for row in rows], conn)
         user_index = COLUMNS.index("user_id")
@@ -152,8 +148,8 @@ class KeyStore(StoreBase):
     async def find_by_hash(self, key_hash: str) -> KeyRecord | None:
         """The request path's lookup: a few indexed reads on the lookup thread, in
         one trip. Raises StoreUnavailable, never waiting longer than LOOKUP_TIMEOUT,
-        when the store does not answer in time (see ``LookupThread``)."""
-        return await self._lookups.run("looking up a key", _find_by_hash, key_hash)
+        when the store does not answer in time."""
+        return await self._lookup("looking up a key", _LOOKUP, (key_hash,), _key_of)
 
     async def list_keys(
         self, *, include_inactive: bool = False, owner: str | None = None, now: float = 0.0
@@ -183,8 +179,8 @@ class KeyStore(StoreBase):
             params.append(query.group_id)
         if query.name:
             escaped = query.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("name LIKE ? ESCAPE '\\'")
-            params.append(f"%{escaped}%")
+            where.append("lower(name) LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped.lower()}%")
         if query.expires_before is not None:
             where.append("expires_at IS NOT NULL AND expires_at <= ?")
             params.append(query.expires_before)
@@ -241,12 +237,13 @@ class KeyStore(StoreBase):
             await conn.executemany(
                 "INSERT INTO usage (key_id, hour, route, outcome, count) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (key_id, hour, route, outcome) DO UPDATE"
-                " SET count = count + excluded.count",
+                " SET count = usage.count + excluded.count",
                 [(*key, count) for key, count in counts.items()],
             )
             await conn.executemany(
-                "UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
-                [(at, key_id) for key_id, at in last_used.items()],
+                "UPDATE keys SET last_used_at = ? WHERE id = ?"
+                " AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(at, key_id, at) for key_id, at in last_used.items()],
             )
 
     async def usage(self, key_id: str, since: float = 0.0) -> list[tuple[int, str, str, int]]:
@@ -255,7 +252,7 @@ class KeyStore(StoreBase):
             "reading usage",
             "SELECT hour, route, outcome, count FROM usage WHERE key_id = ? AND hour >= ?"
             " ORDER BY hour, route, outcome",
-            (key_id, since),
+            (key_id, math.ceil(since)),  # hours are whole seconds
         )
         return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
@@ -271,7 +268,7 @@ class KeyStore(StoreBase):
                 "reading usage",
                 f"SELECT key_id, hour, route, outcome, count FROM usage WHERE key_id IN ({marks})"
                 " AND hour >= ?",
-                [*chunk, since],
+                [*chunk, math.ceil(since)],
             )
             rows.extend((r[0], int(r[1]), r[2], r[3], int(r[4])) for r in found)
         return sorted(rows, key=lambda row: row[1])
@@ -288,7 +285,7 @@ class KeyStore(StoreBase):
             "reading usage",
             f"SELECT coalesce(sum(count), 0) FROM usage WHERE {where}"
             " AND outcome = 'allow' AND hour >= ?",
-            [*params, since - since % 3600],
+            [*params, int(since - since % 3600)],
         )
         return int(rows[0][0])
 
@@ -325,7 +322,7 @@ class KeyStore(StoreBase):
         return old, new
 
     async def _update(
-        self, conn: aiosqlite.Connection, key_id: str, changes: dict[str, Any], audit: Audit | None
+        self, conn: Conn, key_id: str, changes: dict[str, Any], audit: Audit | None
     ) -> KeyRecord:
         unknown = set(changes) - UPDATABLE
         if unknown:

@@ -3,6 +3,11 @@
 Files in ``migrations/`` are named ``NNNN_what.sql`` and applied in number order,
 each inside the same transaction as the bump of ``schema_version``. The version
 table is created first, so a fresh database never meets "no such table".
+
+One ordered list for both engines: ``migrations/NNNN_what.sql`` is SQLite's, and
+``migrations/postgresql/NNNN_what.sql`` the same step for PostgreSQL (same
+number, same name; a test holds them in step). PostgreSQL's are applied by
+:mod:`keystile.store.postgres`.
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
-    """Every shipped migration, in order."""
+ENGINES = {"sqlite": "migrations", "postgresql": "migrations/postgresql"}
+
+
+def migrations(engine: str = "sqlite") -> list[Migration]:
+    """Every shipped migration of ``engine``, in order."""
     found = []
-    for entry in resources.files("keystile.store").joinpath("migrations").iterdir():
+    folder = resources.files("keystile.store").joinpath(ENGINES[engine])
+    for entry in folder.iterdir():
         match = _NAME_RE.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))

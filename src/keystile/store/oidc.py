@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from keystile.store.accounts import _USER, _user
-from keystile.store.base import StoreBase
 from keystile.store.records import User
+from keystile.store.sql import SQLBase
 
 
 class Pending(NamedTuple):
@@ -24,7 +24,7 @@ class Pending(NamedTuple):
     created_at: float
 
 
-class OIDCStore(StoreBase):
+class OIDCStore(SQLBase):
     async def insert_pending(self, state_hash: str, pending: Pending, older_than: float) -> None:
         """Store a sign-in under way; sign-ins begun before ``older_than`` are dropped."""
         async with self._transaction("starting an OpenID Connect sign-in") as conn:

@@ -8,7 +8,6 @@ within one poll.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,8 +16,8 @@ from typing import NamedTuple
 import orjson
 
 from keystile.errors import NotFound
-from keystile.store.base import Audit, StoreBase
 from keystile.store.records import Session, TeamPolicy
+from keystile.store.sql import Audit, Row, SQLBase
 
 _SESSION = ("SELECT id, user_id, created_at, last_seen_at, expires_at, revoked_at, client_ip,"
             " user_agent FROM sessions")  # fmt: skip
@@ -52,9 +51,8 @@ _LOOKUP = (
 )
 
 
-def _find_session(conn: sqlite3.Connection, token_hash: str) -> StoredSession | None:
-    """The session stored under ``token_hash``: blocking, on the lookup thread."""
-    rows = conn.execute(_LOOKUP, (token_hash,)).fetchall()
+def _session_of(rows: list[Row]) -> StoredSession | None:
+    """The session in the rows of ``_LOOKUP``."""
     if not rows:
         return None
     first = rows[0]
@@ -67,14 +65,14 @@ def _find_session(conn: sqlite3.Connection, token_hash: str) -> StoredSession | 
     return StoredSession._make((*first[:11], groups, team))
 
 
-def _session(row: sqlite3.Row) -> Session:
+def _session(row: Row) -> Session:
     return Session(*row)
 
 
-class SessionStore(StoreBase):
+class SessionStore(SQLBase):
     async def find_session(self, token_hash: str) -> StoredSession | None:
         """The request path's read of a session (bounded like a key lookup)."""
-        return await self._lookups.run("looking up a session", _find_session, token_hash)
+        return await self._lookup("looking up a session", _LOOKUP, (token_hash,), _session_of)
 
     async def insert_session(
         self, session: Session, token_hash: str, audit: Audit | None = None
@@ -138,8 +136,8 @@ class SessionStore(StoreBase):
             return
         async with self._transaction("recording session activity") as conn:
             await conn.executemany(
-                "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?",
-                [(at, session_id) for session_id, at in seen.items()],
+                "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?",
+                [(at, session_id, at) for session_id, at in seen.items()],
             )
 
     async def session_hashes(self, after: str = "", limit: int = 50_000) -> list[str]:

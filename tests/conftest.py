@@ -9,10 +9,12 @@ from keystile import config
 from keystile.keys import Hasher
 from keystile.service import KeyService
 from keystile.store import Store
+from tests.backends import postgres_schema
 
 # The test run's own switches, not keystile settings: CI makes missing tools fail
 # instead of skip; tests/e2e/browser.py copies screenshots to a folder.
-TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS"})
+TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS",
+                           "KEYSTILE_TEST_POSTGRES_URL", "KEYSTILE_TEST_REDIS_URL"})  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +33,32 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "keystile.db"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``BACKENDS = BOTH`` (tests/backends.py) runs its store tests
+    on SQLite and on PostgreSQL."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends, indirect=True)
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    async with await Store.open(db_path) as opened:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def db_location(backend: str, db_path: Path) -> AsyncIterator[Path | str]:
+    """Where the test's store lives: an SQLite file, or a PostgreSQL schema of its own."""
+    if backend == "sqlite":
+        yield db_path
+        return
+    async with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(db_location: Path | str) -> AsyncIterator[Store]:
+    async with await Store.open(db_location) as opened:
         yield opened
 
 

@@ -12,8 +12,11 @@ from keystile.model import KeyRecord
 from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from tests.backends import BOTH
 
 from .conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 
 async def found(cache: CachedLookup, token: str) -> KeyRecord | None:

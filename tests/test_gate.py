@@ -22,8 +22,11 @@ from keystile.routes import load_routes
 from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from tests.backends import BOTH
 
 from .conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 ROUTES = [
     {"name": "chat", "path": "/v1/chat/*", "scopes": ["chat"],

@@ -10,8 +10,11 @@ from keystile.keys import Hasher, KeyFormat
 from keystile.lookup import KeyLookup
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from tests.backends import BOTH
 
 from .conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 LEGACY = "sk-legacy-5f1c2a9e0b7d4c3f8a6e"
 

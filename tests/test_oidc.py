@@ -22,7 +22,10 @@ from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionService
 from keystile.sso import AtLimit, KeyPolicy, Policy, SelfServiceKeys, SingleSignOn
 from keystile.store import Store
+from tests.backends import BOTH
 from tests.conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 CLIENT, SECRET = "keystile", "s3cret:with/odd+chars"
 NOW = 1_800_000_000.0

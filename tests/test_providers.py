@@ -4,7 +4,6 @@ allow sends upstream over the wire (the per-key reply memo never mixes bindings)
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,11 @@ from keystile.server import ADMIN_APP, METRICS, make_app
 from keystile.service import KeyService
 from keystile.store import Audit, Store
 from keystile.wire import AuthListener
+from tests.backends import BOTH
 
 from .test_wire import exchange, status
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 NOW = 1_800_000_000.0
 CREDENTIALS = {
@@ -239,7 +241,7 @@ async def test_a_key_bound_elsewhere_is_denied_with_the_reason(
 
 
 async def test_a_binding_change_of_key_or_team_writes_the_change_log(
-    store: Store, db_path: Path
+    store: Store,
 ) -> None:
     keys = KeyService(store, Hasher(), credentials=frozenset({"team-a"}))
     accounts = AccountService(keys)
@@ -247,15 +249,15 @@ async def test_a_binding_change_of_key_or_team_writes_the_change_log(
     user = await accounts.create_user("ana", team.id)
     mine = (await keys.create("k", user_id=user.id)).record
 
-    def logged() -> list[str]:
-        with sqlite3.connect(db_path) as conn:
-            return [row[0] for row in conn.execute("SELECT key_id FROM key_events ORDER BY seq")]
+    async def logged() -> list[str]:
+        rows = await store._fetch("", "SELECT key_id FROM key_events ORDER BY seq")
+        return [row[0] for row in rows]
 
-    before = len(logged())
+    before = len(await logged())
     await keys.update(mine.id, credential="team-a")
-    assert logged()[before:] == [mine.id]
+    assert (await logged())[before:] == [mine.id]
     await accounts.update_team(team.id, credential="team-a")
-    assert logged()[before + 1 :] == [mine.id]
+    assert (await logged())[before + 1 :] == [mine.id]
     stored = await store.get_key(mine.id)
     assert stored.credential == "team-a" and stored.team is not None
     assert stored.team.credential == "team-a"

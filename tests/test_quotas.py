@@ -10,6 +10,9 @@ from keystile.quotas import Quotas, period
 from keystile.service import KeyService
 from keystile.store import Store
 from keystile.usage import UsageMeter
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC).timestamp()
 

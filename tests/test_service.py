@@ -8,8 +8,11 @@ from keystile.service import KeyService
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
 from keystile.store.records import ACTIVE, DELETED, DISABLED, EXPIRED, REVOKED
+from tests.backends import BOTH
 
 from .conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 
 def lookup_for(
@@ -42,6 +45,7 @@ async def test_create_stores_a_hash_and_returns_the_key_once(service: KeyService
     ],
 )
 async def test_bad_input_names_the_field(service: KeyService, kwargs: dict, field: str) -> None:
+    kwargs = dict(kwargs)
     name = kwargs.pop("name")
     with pytest.raises(InvalidInput) as caught:
         await service.create(name, **kwargs)

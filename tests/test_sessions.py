@@ -4,8 +4,6 @@ the sign-in throttle, and how the core judges a session."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,10 @@ from keystile.sessions import (
 )
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from tests.backends import BOTH, dump
 from tests.conftest import Clock
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 PASSWORD = "correct horse battery"
 IDLE, ABSOLUTE = 600.0, 3600.0
@@ -63,9 +64,8 @@ async def test_sign_in_stores_only_a_hash_and_the_record_is_the_user_s(
 ) -> None:
     signed = await sessions.sign_in("alice", PASSWORD, "192.0.2.1", "test-agent")
     assert len(signed.token) == 43
-    with closing(sqlite3.connect(db_path)) as conn:
-        dump = "\n".join(conn.iterdump())
-    assert signed.token not in dump and PASSWORD not in dump
+    stored = await dump(store)
+    assert "alice" in stored and signed.token not in stored and PASSWORD not in stored
     record = await lookup_of(store, signed.token)
     assert record is not None and record.kind == SESSION
     assert (record.user_id, record.name, record.owner) == (alice, "alice", "alice@example.com")

@@ -12,6 +12,9 @@ from keystile.errors import Conflict, NotFound, StoreUnavailable
 from keystile.keys import Hasher
 from keystile.service import KeyService
 from keystile.store import Audit, Group, Store, Team, User
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 
 def mode(path: Path) -> int:

@@ -7,6 +7,9 @@ from keystile.keys import Hasher
 from keystile.service import KeyService
 from keystile.store import Store
 from keystile.usage import UsageMeter
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 
 async def test_counts_reach_the_store_in_batches(store: Store) -> None:

@@ -10,6 +10,7 @@ from tests.admin.helpers import admin_settings
 
 
 @pytest.fixture
-async def api(aiohttp_client, tmp_path: Path, db_path: Path) -> TestClient:  # type: ignore[no-untyped-def]
-    """The whole app (auth path and admin API) on a real SQLite file."""
-    return await aiohttp_client(make_app(admin_settings(tmp_path, db_path)))
+async def api(aiohttp_client, tmp_path: Path, db_location: Path | str) -> TestClient:  # type: ignore[no-untyped-def]
+    """The whole app (auth path and admin API) on a real SQLite file, or a real
+    PostgreSQL schema in modules with ``BACKENDS = BOTH``."""
+    return await aiohttp_client(make_app(admin_settings(tmp_path, db_location)))

@@ -24,7 +24,7 @@ scopes = ["images"]
 """
 
 
-def admin_settings(tmp_path: Path, db_path: Path) -> config.Settings:
+def admin_settings(tmp_path: Path, db_path: Path | str) -> config.Settings:
     toml = tmp_path / "keystile.toml"
     toml.write_text(CONFIG)
     return config.load({"KEYSTILE_DB": str(db_path), "KEYSTILE_CONFIG": str(toml),

@@ -12,6 +12,9 @@ from aiohttp.test_utils import TestClient
 from keystile import config
 from keystile.admin import ENDPOINTS, PREFIX
 from keystile.server import ADMIN_APP, ADMIN_ROOT, make_app
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 ADMIN = "admin-key-for-tests-0123456789"
 CONFIG = """

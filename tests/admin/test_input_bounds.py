@@ -3,14 +3,16 @@ and nothing already stored can break a listing."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from keystile.server import STORE
 from tests.admin.helpers import call, status_of
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 CTRL = ["\x00", "\x1b[31m", "\x7f", "\x85", "\u2028", "\u202e"]
 
@@ -149,13 +151,13 @@ async def test_a_refused_far_future_expiry_leaves_every_listing_working(
 
 @pytest.mark.parametrize("stored", [1e13, -1e13, 1e300, float("inf"), float("-inf")])
 async def test_stored_out_of_range_instants_never_break_a_listing(
-    api: TestClient, db_path: Path, stored: float
+    api: TestClient, stored: float
 ) -> None:
     """A store written by an older keystile (or by hand) may hold any number."""
     key = await call(api, "POST", "/keys", 201, json={"name": "odd"})
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE keys SET expires_at = ?, last_used_at = ?, revoked_at = ? "
-                     "WHERE id = ?", (stored, stored, stored, key["id"]))  # fmt: skip
+    async with api.server.app[STORE]._transaction("by hand") as conn:
+        await conn.execute("UPDATE keys SET expires_at = ?, last_used_at = ?, revoked_at = ? "
+                           "WHERE id = ?", (stored, stored, stored, key["id"]))  # fmt: skip
     listed = await call(api, "GET", "/keys?all=1", 200)
     (entry,) = listed["data"]
     assert entry["expires_at"] in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z")

@@ -10,6 +10,9 @@ from aiohttp.test_utils import TestClient
 from keystile.admin.context import ADMIN_CONTEXT
 from keystile.server import ADMIN_APP
 from tests.admin.helpers import call
+from tests.backends import BOTH
+
+BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL
 
 PASSWORD = "a long pass phrase 42"
 

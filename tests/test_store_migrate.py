@@ -1,12 +1,16 @@
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from keystile.errors import StoreError
 from keystile.store import Store
 from keystile.store.migrate import migrations, statements
+from keystile.store.postgres import migrate as pg_migrate
 from keystile.store.sqlite import migrate_file
+from tests.backends import postgres_schema
 
 LATEST = len(migrations())
 
@@ -67,3 +71,71 @@ def test_statements_keep_trigger_bodies_whole() -> None:
 
 def test_migration_files_are_numbered_without_gaps() -> None:
     assert [m.version for m in migrations()] == list(range(1, LATEST + 1))
+
+
+def test_both_engines_have_the_same_steps() -> None:
+    """One ordered list: each step exists for SQLite and for PostgreSQL, same name."""
+    assert [m.name for m in migrations("postgresql")] == [m.name for m in migrations()]
+
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+
+async def pg_version(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    finally:
+        await conn.close()
+
+
+async def test_postgres_fresh_schema_migrates_and_a_second_run_changes_nothing() -> None:
+    async with postgres_schema() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            assert await pg_migrate(conn) == LATEST
+            assert await pg_migrate(conn) == LATEST
+            assert await conn.fetchval("SELECT count(*) FROM schema_version") == LATEST
+        finally:
+            await conn.close()
+        async with await Store.open(url) as store:
+            await store.ping()
+
+
+@pytest.mark.parametrize("start", range(1, LATEST))
+async def test_postgres_every_older_version_migrates_and_keeps_its_keys(start: int) -> None:
+    async with postgres_schema() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            assert await pg_migrate(conn, target=start) == start
+            await conn.execute(
+                "INSERT INTO keys (id, key_hash, hash_scheme, display_prefix, name, created_at,"
+                " updated_at) VALUES ('key_old', repeat('ab', 32), 'sha256', 'ks_old', 'old', 1, 1)"
+            )
+        finally:
+            await conn.close()
+        async with await Store.open(url) as store:
+            record = await store.get_key("key_old")
+            assert record.name == "old"
+            await store.update_key("key_old", {"name": "renamed"})  # the newest triggers run
+        assert await pg_version(url) == LATEST
+
+
+async def test_postgres_newer_schema_is_refused_with_a_clear_error() -> None:
+    async with postgres_schema() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await pg_migrate(conn)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", LATEST + 5)
+            with pytest.raises(StoreError, match="newer than this keystile"):
+                await pg_migrate(conn)
+        finally:
+            await conn.close()
+
+
+async def test_postgres_replicas_starting_together_migrate_once() -> None:
+    async with postgres_schema() as url:
+        stores = await asyncio.gather(*(Store.open(url) for _ in range(4)))
+        for store in stores:
+            await store.close()
+        assert await pg_version(url) == LATEST

@@ -38,7 +38,7 @@ def _listen(value: Any) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _db(value: Any) -> Path | str:
+def parse_db(value: Any) -> Path | str:
     """An SQLite file (a path or sqlite:///path), or a postgresql:// URL (kept as text)."""
     text = str(value)
     if text.startswith(("postgresql://", "postgres://")):
@@ -284,7 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
             "HOST:PORT; unset: no gRPC listener.", _listen),
     Setting("db", "KEYSTILE_DB", "store.db", default_db_path,
             "Key store: an SQLite file path (or sqlite:///path; created 0600, folder 0700), or "
-            "a postgresql://user:password@host:port/database URL (see docs/scale-out.md).", _db),
+            "a postgresql://user:password@host:port/database URL (see docs/scale-out.md).",
+            parse_db),
     Setting("pepper", "KEYSTILE_PEPPER", None, None,
             "Server-side secret: new keys are hashed with HMAC-SHA256 under it. "
             f"At least {MIN_PEPPER_LEN} characters.", _text, secret=True),

@@ -98,10 +98,30 @@ SYNC_SPACING = 0.05  # seconds: the least time between two change-log reads
 
 async def _sync_forever(caches: list[CachedLookup], interval: float) -> None:
     """Read the change log every ``interval``, or sooner when a cache asks (a key
-    the hash filter has not seen, with the lookup trickle spent; a session ended)."""
+    the hash filter has not seen, with the lookup trickle spent; a session ended)
+    or the store says something changed (PostgreSQL's notifications; their
+    listening connection lost: every cache starts over, since changes may have
+    been missed meanwhile)."""
     wanted = asyncio.Event()
     for cache in caches:
         cache.wake = wanted.set
+
+    def lost() -> None:
+        for cache in caches:
+            cache.clear()
+        wanted.set()
+
+    store = caches[0].lookup.store
+    following = asyncio.create_task(store.follow(wanted.set, lost))
+    try:
+        await _read_the_log(caches, interval, wanted)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+
+
+async def _read_the_log(caches: list[CachedLookup], interval: float, wanted: asyncio.Event) -> None:
     failing = False
     while True:
         with contextlib.suppress(TimeoutError):

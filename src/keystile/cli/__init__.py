@@ -13,6 +13,7 @@ from keystile import __version__, config
 from keystile.accounts import AccountService
 from keystile.cli import accounts as accounts_cli
 from keystile.cli import keys as keys_cli
+from keystile.cli import store_cmd as store_cli
 from keystile.cli.accounts import user_create_admin
 from keystile.cli.args import positive_int
 from keystile.cli.context import Cli
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cli.register(sub)
     accounts_cli.register(sub)
+    store_cli.register(sub)
 
     cfg = sub.add_parser("config", help="inspect the configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
@@ -131,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config.load(secrets=serving)
         if getattr(args, "check", False):
             return config_check(settings, args.json)
+        if getattr(args, "store_copy", None):
+            code: int = asyncio.run(args.store_copy(args))
+            return code
         if getattr(args, "serve", False):
             from keystile.server import serve
 

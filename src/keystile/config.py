@@ -431,9 +431,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis_prefix", "KEYSTILE_REDIS_PREFIX", "redis.prefix", "keystile:",
             "Prefix of every Redis key keystile writes.", _text),
     Setting("redis_unavailable", "KEYSTILE_REDIS_UNAVAILABLE", "redis.unavailable", "deny",
-            "When Redis fails or takes over 0.25 s: 'deny' refuses keys with rate limits or "
+            "When Redis fails or takes over redis.timeout: 'deny' refuses keys with rate limits or "
             "quotas (503 limits_unavailable); 'local' counts in each process instead "
             "(logged as an error).", _redis_unavailable),
+    Setting("redis_timeout", "KEYSTILE_REDIS_TIMEOUT", "redis.timeout", "0.5",
+            "Seconds a request waits for Redis (a connection and the script) before "
+            "redis.unavailable applies.", _positive(float)),
 )  # fmt: skip
 
 
@@ -495,6 +498,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "keystile:"
     redis_unavailable: str = "deny"
+    redis_timeout: float = 0.5
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property

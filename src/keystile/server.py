@@ -204,7 +204,8 @@ def make_app(settings: Settings) -> web.Application:
         shared = None
         if settings.redis_url:  # connects on first use: a Redis down at start is no failure
             shared = connect(settings.redis_url, settings.redis_prefix,
-                             fallback=settings.redis_unavailable == "local")  # fmt: skip
+                             fallback=settings.redis_unavailable == "local",
+                             timeout=settings.redis_timeout)  # fmt: skip
         authorizer = app[AUTHORIZER] = Authorizer(
             rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions,
             shared=shared,

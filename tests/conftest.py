@@ -11,8 +11,10 @@ from keystile.service import KeyService
 from keystile.store import Store
 
 # The test run's own switches, not keystile settings: CI makes missing tools fail
-# instead of skip; tests/e2e/browser.py copies screenshots to a folder.
-TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS"})
+# instead of skip; tests/e2e/browser.py copies screenshots to a folder; the Redis
+# the shared-limits tests use (tests/redis_server.py).
+TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS",
+                           "KEYSTILE_TEST_REDIS_URL"})  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -79,15 +79,17 @@ async def test_same_answers_as_the_per_process_limiter(shared: SharedLimits, see
             record("c", {"per_hour": 9, "per_minute": 4})]  # fmt: skip
     local = SlidingWindowLimiter()
     chance = random.Random(seed)
-    now = NOW
+    now, seen = NOW, set()
     for _ in range(300):
         now += chance.choice([0.0, 0.01, 0.2, 0.7, 3.0, 11.0, 40.0])
         key = chance.choice(keys)
         check = local.check(key, now)
         theirs = await shared.take(key, now, NOTHING_STORED)
         assert (theirs.rate_retry, theirs.rate) == (check.retry_after, check.rate), now - NOW
+        seen.add(check.allowed)
         if check.allowed:
             local.take(check)
+    assert seen == {True, False}  # both answers were compared
 
 
 async def test_over_any_span_of_one_period_at_most_the_limit(shared: SharedLimits) -> None:
@@ -164,6 +166,14 @@ async def test_concurrent_clients_admit_exactly_the_limit(
     answers = await asyncio.gather(*(allowed(clients[i % 3], key, NOW + i * 0.001)
                                      for i in range(900)))  # fmt: skip
     assert sum(answers) == 300
+
+
+async def test_a_script_redis_forgot_is_loaded_again(shared: SharedLimits) -> None:
+    """A restarted (or flushed) Redis answers NOSCRIPT: the script is loaded once more."""
+    key = record("k", {"per_minute": 2})
+    assert await allowed(shared, key, NOW)
+    shared.script.sha = "0" * 40  # what Redis does not know, as after a restart
+    assert [await allowed(shared, key, NOW) for _ in range(2)] == [True, False]
 
 
 async def test_unreachable_redis_raises_promptly(url: str) -> None:

@@ -12,7 +12,9 @@ from keystile.store import Store
 from tests.backends import postgres_schema
 
 # The test run's own switches, not keystile settings: CI makes missing tools fail
-# instead of skip; tests/e2e/browser.py copies screenshots to a folder.
+# instead of skip; tests/e2e/browser.py copies screenshots to a folder; the Redis
+# the shared-limits tests use (tests/redis_server.py); the PostgreSQL server of
+# tests/backends.py.
 TEST_SETTINGS = frozenset({"KEYSTILE_E2E_REQUIRED", "KEYSTILE_SCREENSHOTS",
                            "KEYSTILE_TEST_POSTGRES_URL", "KEYSTILE_TEST_REDIS_URL"})  # fmt: skip
 

@@ -108,3 +108,34 @@ def test_oidc_secret_is_never_echoed() -> None:
     rows = {name: value for name, value, _ in config.describe(config.load(OIDC))}
     assert rows["KEYSTILE_OIDC_CLIENT_SECRET"] == "(set)"
     assert "GOCSPX" not in str(rows)
+
+
+def test_redis_settings_default_to_per_process_limits() -> None:
+    settings = config.load({})
+    assert settings.redis_url is None and settings.redis_prefix == "keystile:"
+    assert settings.redis_unavailable == "deny"
+
+
+def test_redis_settings_from_toml_and_env(tmp_path: Path) -> None:
+    toml = tmp_path / "k.toml"
+    toml.write_text('[redis]\nurl = "redis://10.0.0.5:6379/2"\nprefix = "ks1:"\n'
+                    'unavailable = "local"\n')  # fmt: skip
+    settings = config.load({"KEYSTILE_CONFIG": str(toml)})
+    assert (settings.redis_url, settings.redis_prefix) == ("redis://10.0.0.5:6379/2", "ks1:")
+    assert settings.redis_unavailable == "local"
+    env = {"KEYSTILE_CONFIG": str(toml), "KEYSTILE_REDIS_UNAVAILABLE": "deny"}
+    assert config.load(env).redis_unavailable == "deny"
+
+
+def test_a_redis_password_is_never_echoed_or_shown() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({"KEYSTILE_REDIS_URL": "http://:pw-in-a-bad-url@cache:6379",
+                     "KEYSTILE_REDIS_UNAVAILABLE": "maybe"})  # fmt: skip
+    message = str(caught.value)
+    assert "KEYSTILE_REDIS_URL=(secret): use redis://" in message
+    assert "KEYSTILE_REDIS_UNAVAILABLE='maybe': use 'deny' or 'local'" in message
+    assert "pw-in-a-bad-url" not in message
+    settings = config.load({"KEYSTILE_REDIS_URL": "redis://app:pw-good@cache:6379/0"})
+    shown = dict((name, value) for name, value, _ in config.describe(settings))
+    assert shown["KEYSTILE_REDIS_URL"] == "redis://app:***@cache:6379/0"
+    assert "pw-good" not in str(config.describe(settings)) + repr(settings)

@@ -253,6 +253,28 @@ def _expiry(value: Any) -> float:
     return _seconds(60)(value)
 
 
+def _redis_url(value: Any) -> str:
+    """A Redis URL (it may hold a password: errors never echo it, see Setting.secret)."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("is not a URL such as redis://:PASSWORD@HOST:6379/0") from None
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ValueError("use redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) "
+                         "or unix:///PATH")  # fmt: skip
+    return text
+
+
+def _redis_unavailable(value: Any) -> str:
+    if value not in ("deny", "local"):
+        raise ValueError("use 'deny' or 'local'")
+    return str(value)
+
+
 def _static_keys(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
@@ -413,6 +435,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_staleness", None, "cache.max_staleness", "5",
             "Seconds without a change-log read after which cached keys are not trusted "
             "(fail closed while the store is down).", _positive(float)),
+    Setting("redis_url", "KEYSTILE_REDIS_URL", "redis.url", None,
+            "Redis where every worker and replica shares rate limits and quotas "
+            "(redis://[:PASSWORD@]HOST:PORT/DB); unset: each process counts its own, so N "
+            "processes admit up to N times each limit. Shown without its password.",
+            _redis_url, secret=True),
+    Setting("redis_prefix", "KEYSTILE_REDIS_PREFIX", "redis.prefix", "keystile:",
+            "Prefix of every Redis key keystile writes.", _text),
+    Setting("redis_unavailable", "KEYSTILE_REDIS_UNAVAILABLE", "redis.unavailable", "deny",
+            "When Redis fails or takes over redis.timeout: 'deny' refuses keys with rate limits or "
+            "quotas (503 limits_unavailable); 'local' counts in each process instead "
+            "(logged as an error).", _redis_unavailable),
+    Setting("redis_timeout", "KEYSTILE_REDIS_TIMEOUT", "redis.timeout", "0.5",
+            "Seconds a request waits for Redis (a connection and the script) before "
+            "redis.unavailable applies.", _positive(float)),
 )  # fmt: skip
 
 
@@ -471,6 +507,10 @@ class Settings:
     sso_key_expires_in: float = 30 * 86400.0
     sso_key_scopes: tuple[str, ...] = ()
     sso_key_limit: int = 3
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "keystile:"
+    redis_unavailable: str = "deny"
+    redis_timeout: float = 0.5
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property
@@ -605,7 +645,11 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
     rows = []
     for setting in SETTINGS:
         value = getattr(settings, setting.name)
-        if setting.secret:
+        if setting.name == "redis_url" and value:
+            from keystile.shared_limits import redact
+
+            shown = redact(value)
+        elif setting.secret:
             shown = "(set)" if value else "(not set)"
         elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen", "grpc_listen"):
             shown = f"{value[0]}:{value[1]}"

@@ -3,6 +3,7 @@
     KeystileError
     ├── ConfigError          a setting or argument is wrong; names it and its value
     ├── InvalidInput         a value given for a key (name, scope, metadata...) is not acceptable
+    ├── LimitsUnavailable    the shared rate limits (Redis) failed or did not answer in time
     └── StoreError           the key store failed (sqlite errors translated at the boundary)
         ├── StoreUnavailable the store cannot be opened, read or written right now
         ├── NotFound         no record with that id
@@ -26,6 +27,10 @@ class InvalidInput(KeystileError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class LimitsUnavailable(KeystileError):
+    """Redis, where rate limits and quotas are shared, failed or was too slow to answer."""
 
 
 class StoreError(KeystileError):

@@ -5,6 +5,12 @@
     state) -> core Rules.decide (pure) -> Authorizer (count what was allowed)
     -> adapter (render) -> listener (write)
 
+With shared limits (Redis, :mod:`keystile.shared_limits`) checking and counting
+are one step, so the order turns: the core first judges a limited key as if no
+limit were spent, and only a request that only a limit can still refuse goes
+to Redis (a request refused for its scope is never counted), then the core
+again with what Redis said.
+
 :class:`Authorizer` is the one place that resolves a credential and gathers
 what policy needs; the admin API's own caller check and ``explain`` use it
 too. One :class:`Gate` per adapter adds the proxy dialect and the bookkeeping
@@ -31,12 +37,13 @@ from keystile.clientip import TrustedProxies
 from keystile.config import Settings
 from keystile.credentials import ConflictingCredentials, Headers, extract
 from keystile.decide import Decision, Facts, Limits, Presented, Rules, SessionRules, refusal
-from keystile.errors import StoreError, StoreUnavailable
+from keystile.errors import LimitsUnavailable, StoreError, StoreUnavailable
 from keystile.logs import DenialLog
 from keystile.metrics import Metrics
 from keystile.model import KeyRecord
 from keystile.policy import InvalidKeyThrottle, RateCheck, RateLimiter, SlidingWindowLimiter
 from keystile.quotas import Quotas
+from keystile.shared_limits import SharedLimits
 from keystile.usage import UsageMeter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,8 +74,10 @@ class Authorizer:
         clock: Callable[[], float] = time.time,
         invalid: InvalidKeyThrottle | None = None,
         sessions: CachedLookup | None = None,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.rules = rules
+        self.shared = shared  # None: limits are counted in this process only
         self.keys = keys
         self.sessions = sessions  # None: no session is ever found
         self.invalid = invalid  # None: unknown keys are never throttled
@@ -91,6 +100,11 @@ class Authorizer:
         record = entry.record
         if not record.limited:
             return self.rules.decide(screened, record, None, now), entry
+        if self.shared is not None:
+            decision = self.rules.decide(screened, record, None, now)  # all but the limits
+            if decision.reason is None:
+                decision = self.rules.decide(screened, record, await self.take(record, now), now)
+            return decision, entry
         limits, check = await self.limits(record, now)
         decision = self.rules.decide(screened, record, limits, now)
         if decision.reason is None:
@@ -110,18 +124,49 @@ class Authorizer:
     async def limits(self, record: KeyRecord, now: float) -> tuple[Limits, RateCheck]:
         """A limited key's quota and rate-limit state, reading stored usage once
         per period. Counts nothing: :meth:`count` does, once the core allowed."""
-        quota_retry = None
         if record.has_quotas:
-            for _ in range(3):  # a concurrent load may have dropped ours (memory cap)
-                if self.quotas.loaded(record, now):
-                    break
-                try:  # once per key and period; bounded like a key lookup (fail closed)
-                    await asyncio.wait_for(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
-                except TimeoutError:
-                    raise StoreUnavailable("reading stored usage for a quota timed out") from None
-            quota_retry = self.quotas.spent(record, now)
+            await self.load_quotas(record, now)
+        return self.local_limits(record, now)
+
+    async def load_quotas(self, record: KeyRecord, now: float) -> None:
+        """Read the stored usage of the key's quota periods not in memory yet."""
+        for _ in range(3):  # a concurrent load may have dropped ours (memory cap)
+            if self.quotas.loaded(record, now):
+                return
+            try:  # once per key and period; bounded like a key lookup (fail closed)
+                await asyncio.wait_for(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
+            except TimeoutError:
+                raise StoreUnavailable("reading stored usage for a quota timed out") from None
+
+    def local_limits(self, record: KeyRecord, now: float) -> tuple[Limits, RateCheck]:
+        """This process's view of the key's limits (quotas loaded), counting nothing."""
+        quota_retry = self.quotas.spent(record, now) if record.has_quotas else None
         check = self.limiter.check(record, now)
         return Limits(quota_retry, check.retry_after, check.rate), check
+
+    async def take(self, record: KeyRecord, now: float) -> Limits:
+        """Shared limits: check and count in Redis in one step, for a request that
+        only a limit can still refuse (the caller asked the core first).
+
+        Also counted in this process, so that quota counters Redis lost (a restart)
+        start again from what this process knows, and the local fallback
+        (``redis.unavailable = local``) from what it admitted. Redis failing:
+        :class:`LimitsUnavailable` (a 503), or with the fallback this process's limits."""
+        shared = self.shared
+        assert shared is not None
+        if record.has_quotas:
+            await self.load_quotas(record, now)  # where Redis starts a quota it lacks
+        try:
+            limits = await shared.take(record, now, self.quotas.used)
+        except LimitsUnavailable:
+            if not shared.fallback:
+                raise
+            limits, check = self.local_limits(record, now)
+        else:
+            check = self.limiter.check(record, now)
+        if limits.quota_retry is None and limits.rate_retry is None:
+            self.count(record, check, now)
+        return limits
 
     def count(self, record: KeyRecord, check: RateCheck, now: float) -> None:
         """Count an allowed request against the key's limits (no await since :meth:`limits`)."""
@@ -143,6 +188,11 @@ class Authorizer:
             return refusal(reasons.INVALID_API_KEY), None
         record = entry.record
         now = self.clock()
+        if record.limited and self.shared is not None:  # as authorize: limits last
+            decision = self.rules.admit(record, client_ip, None, now)
+            if decision.reason is None:
+                decision = self.rules.admit(record, client_ip, await self.take(record, now), now)
+            return decision, entry
         limits, check = await self.limits(record, now) if record.limited else (None, None)
         decision = self.rules.admit(record, client_ip, limits, now)
         if decision.reason is None and check is not None:
@@ -193,6 +243,8 @@ class Judge:
 
 def failed(exc: Exception) -> Answer:
     """The 503 for a fault of keystile's own (logged; called inside ``except``)."""
+    if isinstance(exc, LimitsUnavailable):  # logged where it happened, once a minute
+        return refusal(reasons.LIMITS_UNAVAILABLE), None
     if isinstance(exc, StoreError):
         log.warning("store unavailable; auth request refused (503): %s", exc)
         return refusal(reasons.STORE_UNAVAILABLE), None

@@ -5,8 +5,8 @@ a request counts against the last 61 of them, which always cover at least one
 whole period. So over any span of one period a limit of N admits at most N:
 not the 2N a token bucket with a burst of N lets through, nor the 1.5N of the
 common two-window estimate when a burst ends one window. Memory is 61 counters
-per limit. State is in memory, per process, behind :class:`RateLimiter` so that
-a shared backend can replace it.
+per limit. State is in memory, per process; :mod:`keystile.shared_limits` keeps
+the same windows in Redis for every process.
 """
 
 from __future__ import annotations

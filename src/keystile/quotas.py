@@ -4,7 +4,9 @@ What was used before this process started comes from the usage table (so quotas
 survive restarts), read once per key or team and period; after that this
 process counts in memory. Several processes each count their own requests on
 top of what was stored when they first looked, so across workers or replicas
-a quota can be overrun by up to the usage of one flush interval per process.
+a quota can be overrun by up to the usage of one flush interval per process,
+unless Redis shares them (:mod:`keystile.shared_limits`, which starts its
+counters from what is read here).
 """
 
 from __future__ import annotations

@@ -172,6 +172,9 @@ STORE_UNAVAILABLE = Reason(
     "api_error",
     "Authentication is temporarily unavailable.",
 )
+# a limited key while Redis (shared limits) is down or slow and redis.unavailable = deny
+LIMITS_UNAVAILABLE = Reason("auth_unavailable", "limits_unavailable", Outcome.UNAVAILABLE,
+                            "api_error", "Authentication is temporarily unavailable.")  # fmt: skip
 INTERNAL_ERROR = Reason("auth_unavailable", "internal_error", Outcome.UNAVAILABLE, "api_error",
                         "Authentication is temporarily unavailable.")  # fmt: skip
 UNAVAILABLE = STORE_UNAVAILABLE
@@ -183,7 +186,7 @@ REASONS: tuple[Reason, ...] = (
     UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
     MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, INVALID_KEYS,
     LOGIN_REQUIRED, INVALID_SESSION, SESSION_EXPIRED, SESSION_NOT_ALLOWED, CROSS_SITE_REQUEST,
-    STORE_UNAVAILABLE,
+    STORE_UNAVAILABLE, LIMITS_UNAVAILABLE,
     INTERNAL_ERROR,
 )  # fmt: skip
 

@@ -29,6 +29,7 @@ from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionLookup, SessionService
+from keystile.shared_limits import connect, sharing
 from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
@@ -222,9 +223,15 @@ def make_app(settings: Settings) -> web.Application:
         app[METRICS].cache = cache
         rules = rules_of(settings)
         limit = settings.invalid_key_limit
+        shared = None
+        if settings.redis_url:  # connects on first use: a Redis down at start is no failure
+            shared = connect(settings.redis_url, settings.redis_prefix,
+                             fallback=settings.redis_unavailable == "local",
+                             timeout=settings.redis_timeout)  # fmt: skip
         authorizer = app[AUTHORIZER] = Authorizer(
-            rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions
-        )
+            rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions,
+            shared=shared,
+        )  # fmt: skip
         signing = SessionService(
             store,
             idle=settings.session_idle_timeout,
@@ -281,6 +288,8 @@ def make_app(settings: Settings) -> web.Application:
             log.error("usage lost at shutdown (%d requests): %s", app[USAGE].pending, exc)
         if http is not None:
             await http.close()
+        if shared is not None:
+            await shared.close()
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
@@ -438,6 +447,9 @@ def run_worker(settings: Settings, worker: int | None = None) -> None:
 def serve(settings: Settings) -> int:
     """Run the server (``settings.workers`` processes) until SIGINT/SIGTERM; the exit code."""
     logs.setup()
+    # once, from the process that starts: how far N processes may overshoot each limit
+    per_process = settings.redis_url is None and settings.workers > 1
+    log.log(logging.WARNING if per_process else logging.INFO, "%s", sharing(settings))
     if settings.workers == 1:
         run_worker(settings)
         return 0

@@ -21,6 +21,7 @@ from keystile.cli.output import emit_json, table
 from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionService
+from keystile.shared_limits import sharing
 from keystile.store import Store
 
 
@@ -88,7 +89,9 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
         emit_json({"settings": {name: value for name, value, _ in rows}, "routes": routes,
                    "credentials": credentials,
                    "oidc": {"enabled": settings.oidc_enabled,
-                            "missing": settings.oidc_missing}})  # fmt: skip
+                            "missing": settings.oidc_missing},
+                   "limits": {"shared": settings.redis_url is not None,
+                              "summary": sharing(settings)}})  # fmt: skip
         return 0
     print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
     if routes:
@@ -105,6 +108,7 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
     unmatched = "allow" if settings.routes.allow_unmatched else "deny"
     print(f"\nRequests matching no route: {unmatched}.")
     print(oidc_status(settings))
+    print(sharing(settings))
     print("Configuration is valid.")
     return 0
 

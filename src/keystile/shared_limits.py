@@ -1,0 +1,289 @@
+"""Rate limits and quotas shared by every worker and replica, in Redis.
+
+Per-process counting lets N processes admit up to N times a limit. Here one Lua
+script per decision (:data:`SCRIPT`) looks at every bucket of a key and its
+team and, only if all of them fit, counts the request in all of them: check
+and count are one atomic step inside Redis, so no two processes can both take
+the last unit of a limit (a read-then-write from Python could).
+
+The buckets mean what the per-process ones mean (:mod:`keystile.policy`,
+:mod:`keystile.quotas`): a rate limit is a sliding window of 61 slots of
+``period / 60`` (a Redis hash of slot -> count; over any span of one period a
+limit of N admits at most N), a quota is a counter per UTC day or calendar
+month. A quota counter that does not exist yet starts from the usage the
+caller read from the store (quotas survive restarts of keystile and of Redis).
+Every key has a TTL, so idle keys and past periods leave Redis by themselves.
+
+The caller's clock is passed in (``now``): the slot and period arithmetic is the
+same Python code as the per-process limiter's, and tests can move time. Clocks of
+replicas should agree (NTP): a clock d seconds ahead frees slots d seconds early.
+One Redis instance (or a primary), not Redis Cluster: a key's and its team's
+buckets are touched by one script, and Cluster refuses keys in different slots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from keystile.decide import Limits
+from keystile.errors import LimitsUnavailable
+from keystile.model import KeyRecord, RateInfo
+from keystile.policy import SLOTS, buckets
+from keystile.quotas import QUOTAS, period
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+    from keystile.config import Settings
+
+# seconds a request waits for Redis (redis.timeout). Not the store lookup's 0.25 s: every
+# limited request waits for Redis, and under a burst that saturates the CPU the wait also
+# holds the event loop's backlog (1,000 requests at once on 2 busy cores, 2 workers: 446
+# of them passed 0.25 s, none passed 0.5 s)
+LIMITS_TIMEOUT = 0.5
+MAX_CONNECTIONS = 64  # per process; more requests wait for one (within LIMITS_TIMEOUT)
+QUOTA_TTL_MARGIN = 3600  # seconds a quota counter outlives its period (clock skew)
+OUTAGE_LOG_EVERY = 60.0  # seconds between two error lines while Redis stays unavailable
+log = logging.getLogger("keystile.limits")
+
+# KEYS: the rate buckets (ARGV[1] of them), then the quota counters.
+# ARGV after the count: slot, limit, ttl in ms per rate bucket; limit, stored usage,
+# ttl in ms per quota counter. Returns {allowed, spent quota (1-based, 0: none),
+# spent rate bucket (0: none), its oldest counted slot, tightest bucket, its remaining}.
+SCRIPT = """
+local nrate = tonumber(ARGV[1])
+local arg = 2
+local rate_spent, oldest_spent, tight, tight_left = 0, 0, 0, 0
+for i = 1, nrate do
+  local slot, limit = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+  arg = arg + 3
+  local flat = redis.call('HGETALL', KEYS[i])
+  local total, oldest, stale = 0, nil, {}
+  for j = 1, #flat, 2 do
+    local s = tonumber(flat[j])
+    if s < slot - 60 then
+      stale[#stale + 1] = flat[j]
+    else
+      total = total + tonumber(flat[j + 1])
+      if oldest == nil or s < oldest then oldest = s end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', KEYS[i], unpack(stale)) end
+  if total + 1 > limit then
+    if rate_spent == 0 then rate_spent, oldest_spent = i, oldest or (slot - 60) end
+  elseif tight == 0 or limit - total - 1 < tight_left then
+    tight, tight_left = i, limit - total - 1
+  end
+end
+local quota_spent = 0
+for q = nrate + 1, #KEYS do
+  local limit, stored, ttl = tonumber(ARGV[arg]), ARGV[arg + 1], ARGV[arg + 2]
+  arg = arg + 3
+  local used = redis.call('GET', KEYS[q])
+  if not used then
+    redis.call('SET', KEYS[q], stored, 'PX', ttl)
+    used = stored
+  end
+  if quota_spent == 0 and tonumber(used) + 1 > limit then quota_spent = q - nrate end
+end
+if quota_spent > 0 or rate_spent > 0 then
+  return {0, quota_spent, rate_spent, oldest_spent, tight, tight_left}
+end
+arg = 2
+for i = 1, nrate do
+  redis.call('HINCRBY', KEYS[i], ARGV[arg], 1)
+  redis.call('PEXPIRE', KEYS[i], ARGV[arg + 2])
+  arg = arg + 3
+end
+for q = nrate + 1, #KEYS do redis.call('INCR', KEYS[q]) end
+return {1, 0, 0, 0, tight, tight_left}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A record's buckets, built once per record: what the script is asked."""
+
+    rates: tuple[tuple[str, int, int], ...]  # (redis key, period, limit)
+    quotas: tuple[tuple[str, str, int], ...]  # (owner, quota name, limit)
+
+
+class SharedLimits:
+    """Check-and-count of a limited key's rate limits and quotas, one script call each."""
+
+    def __init__(self, client: Redis, prefix: str = "keystile:", timeout: float = LIMITS_TIMEOUT,
+                 secret: str | None = None, fallback: bool = False) -> None:  # fmt: skip
+        self.client = client
+        self.secret = secret  # the URL's password: scrubbed from every error message
+        # redis.unavailable = local: the caller counts in its own process while Redis fails
+        self.fallback = fallback
+        self.failures = 0  # requests since Redis became unavailable (0: it answers)
+        self._logged = -OUTAGE_LOG_EVERY  # monotonic time of the last outage line
+        self._told = False  # an outage line was logged since Redis last answered
+        self.prefix = prefix
+        self.timeout = timeout
+        self.script: AsyncScript = client.register_script(SCRIPT)
+        self._plans: dict[int, tuple[KeyRecord, _Plan]] = {}  # id(record): as the limiter's
+
+    def _plan(self, record: KeyRecord) -> _Plan:
+        memo = self._plans.get(id(record))
+        if memo is not None and memo[0] is record:
+            return memo[1]
+        if len(self._plans) > 100_000:
+            self._plans.clear()
+        rates = tuple((f"{self.prefix}rate:{bucket}", per, limit)
+                      for bucket, per, limit in buckets(record))  # fmt: skip
+        owners = [(f"key:{record.id}", record.limits)]
+        if record.team is not None:
+            owners.append((f"team:{record.team.id}", record.team.limits))
+        quotas = tuple((owner, name, int(limits[name]))
+                       for owner, limits in owners
+                       for name in QUOTAS if name in limits)  # fmt: skip
+        plan = self._plans[id(record)] = (record, _Plan(rates, quotas))
+        return plan[1]
+
+    async def take(self, record: KeyRecord, now: float,
+                   stored: Mapping[tuple[str, str, float], int]) -> Limits:  # fmt: skip
+        """The key's limits at ``now``, the request counted in all of them if all fit.
+
+        ``stored``: usage per (owner, quota, period start) as :class:`~keystile.quotas.Quotas`
+        read it, where a quota counter Redis does not hold yet starts. Raises
+        :class:`LimitsUnavailable` when Redis fails or takes longer than the timeout."""
+        import asyncio
+
+        from redis.exceptions import RedisError
+
+        plan = self._plan(record)
+        keys: list[str] = []
+        args: list[Any] = [len(plan.rates)]
+        for name, per, limit in plan.rates:
+            keys.append(name)
+            # the slot as the per-process limiter computes it; TTL: the window and a slot
+            args += [int(now // (per / SLOTS)), limit, math.ceil(per * 1000 * 62 / SLOTS)]
+        ends = []
+        for owner, name, limit in plan.quotas:
+            start, end = period(name, now)
+            ends.append(end)
+            keys.append(f"{self.prefix}quota:{owner}:{name}:{int(start)}")
+            ttl = math.ceil((end - now + QUOTA_TTL_MARGIN) * 1000)
+            args += [limit, stored.get((owner, name, start), 0), ttl]
+        try:
+            reply = await asyncio.wait_for(self.script(keys, args), self.timeout)
+        except TimeoutError:
+            raise self._failed(f"Redis did not answer within {self.timeout} s") from None
+        except (RedisError, OSError) as exc:
+            message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
+            raise self._failed(f"Redis failed: {type(exc).__name__}: {message}") from None
+        if self.failures:
+            if self._told:
+                log.warning("Redis answers again (%d requests failed): rate limits and quotas "
+                            "are shared again", self.failures)  # fmt: skip
+            self.failures, self._told = 0, False
+        _, quota_spent, rate_spent, oldest, tight, left = (int(value) for value in reply)
+        quota_retry = None
+        if quota_spent:
+            quota_retry = max(1, math.ceil(ends[quota_spent - 1] - now))
+        if rate_spent:
+            _, per, limit = plan.rates[rate_spent - 1]
+            frees_at = (oldest + SLOTS + 1) * (per / SLOTS)
+            retry = max(1, math.ceil(frees_at - now))
+            return Limits(quota_retry, retry, RateInfo(limit, 0, retry))
+        rate = None
+        if tight:
+            _, per, limit = plan.rates[tight - 1]
+            rate = RateInfo(limit, left, per)  # reset: all counted now has left (one period)
+        return Limits(quota_retry, None, rate)
+
+    def _failed(self, why: str) -> LimitsUnavailable:
+        """The error to raise; logged as an error at most once a minute (a flapping
+        Redis does not flood the log), and the recovery after such a line."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._logged >= OUTAGE_LOG_EVERY:
+            self._logged, self._told = now, True
+            if self.fallback:
+                log.error("%s: rate limits and quotas fall back to per-process counting "
+                          "(redis.unavailable = local): every worker and replica now admits "
+                          "up to each full limit on its own (%d requests so far)",
+                          why, self.failures)  # fmt: skip
+            else:
+                log.error("%s: keys with rate limits or quotas are refused (503 "
+                          "limits_unavailable) until Redis answers (%d requests so far)",
+                          why, self.failures)  # fmt: skip
+        return LimitsUnavailable(why)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def connect(url: str, prefix: str, fallback: bool = False,
+            timeout: float = LIMITS_TIMEOUT) -> SharedLimits:  # fmt: skip
+    """Shared limits on the Redis at ``url`` (connections open on first use).
+
+    A bounded pool: a burst waits for a free connection instead of opening
+    thousands. No retries inside redis-py: a failure is reported at once and the
+    configured failure mode (``redis.unavailable``) applies."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # timeout=None: the wait for a free connection is inside the caller's timeout
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=None, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+    )  # fmt: skip
+    return SharedLimits(Redis.from_pool(pool), prefix, timeout, password_of(url), fallback)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (in the user info or a ``password=`` parameter)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            netloc = f"{user}:***@" + netloc.rpartition("@")[2]
+        query = parts.query
+        if "password" in query:
+            query = urlencode([(k, "***" if k == "password" else v)
+                               for k, v in parse_qsl(query, keep_blank_values=True)])  # fmt: skip
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "(unreadable URL)"
+
+
+def password_of(url: str) -> str | None:
+    """The password a Redis URL holds, to scrub it from error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.password:
+        return parts.password
+    found = dict(parse_qsl(parts.query)).get("password")
+    return found or None
+
+
+def sharing(settings: Settings) -> str:
+    """Where rate limits and quotas are counted, in one plain sentence (config check, startup)."""
+    if settings.redis_url:
+        where = f"shared by every worker and replica in Redis at {redact(settings.redis_url)}"
+        if settings.redis_unavailable == "local":
+            failing = ("while Redis is unavailable, each process counts on its own "
+                       "(redis.unavailable = local): N processes then admit up to N times "
+                       "each limit")  # fmt: skip
+        else:
+            failing = ("while Redis is unavailable, limited keys are refused "
+                       "(503 auth_unavailable, detail limits_unavailable)")  # fmt: skip
+        return f"Rate limits and quotas: {where} (prefix {settings.redis_prefix!r}); {failing}."
+    workers = settings.workers
+    here = f" (workers: {workers}, so up to {workers}x)" if workers > 1 else ""
+    return ("Rate limits and quotas: per process (KEYSTILE_REDIS_URL not set): N workers or "
+            f"replicas admit up to N times each limit{here}.")  # fmt: skip

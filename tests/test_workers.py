@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
 
@@ -121,3 +122,73 @@ def test_workers_must_be_a_positive_number(tmp_path: Path) -> None:
     done = subprocess.run([str(KEYSTILE), "serve"], env=env, capture_output=True, text=True,
                           timeout=30)  # fmt: skip
     assert done.returncode == 2 and "KEYSTILE_WORKERS" in done.stderr and "many" in done.stderr
+
+
+def scrape(port: int) -> dict[str, float]:
+    """/metrics on a fresh connection: sample name with labels -> value."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return {
+        sample.name + str(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(value for name, value in samples.items() if name.startswith(prefix + "["))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_metrics_are_the_sum_over_the_workers_whichever_answers(tmp_path: Path) -> None:
+    env = {"KEYSTILE_DB": str(tmp_path / "k.db"), "KEYSTILE_WORKERS": "2",
+           "TMPDIR": str(tmp_path)}  # fmt: skip
+    served = Keystile(tmp_path, env)
+    key = orjson.loads(served.cli("keys", "create", "--name", "m", "--json").stdout)["key"]
+    served.start()
+    try:
+        assert served.proc is not None
+        started, parent = time.monotonic(), served.proc.pid
+        while len(children(parent)) != 2 and time.monotonic() < started + 10:
+            time.sleep(0.1)
+        allowed = sum(ask(served.port, key)[0] == 200 for _ in range(150))
+        denied = sum(ask(served.port, "ks_wrong")[0] == 401 for _ in range(50))
+        assert (allowed, denied) == (150, 50)
+        time.sleep(1.0)  # past PUBLISH_INTERVAL: every worker's file holds its counts
+        (shared,) = tmp_path.glob("keystile-metrics-*")
+        files = [orjson.loads(f.read_bytes()) for f in shared.glob("live-*.json")]
+        served_by = [sum(row[-1] for row in f["decisions"]) for f in files]
+        assert len(served_by) == 2 and all(served_by), served_by  # both workers answered
+        last = 0.0
+        for _ in range(12):  # fresh connections: either worker answers each scrape
+            samples = scrape(served.port)
+            decided = total(samples, "keystile_decisions_total")
+            assert decided == 200, samples
+            assert total(samples, "keystile_decision_seconds_count") == 200
+            assert samples["keystile_decisions_total" + str(sorted(
+                {"adapter": "nginx", "outcome": "allow", "reason": "", "detail": ""}.items()
+            ))] == 150  # fmt: skip
+            lookups = total(samples, "keystile_cache_lookups_total")  # the valid key's
+            assert lookups >= 150 and lookups == (last or lookups)
+            last = lookups
+
+        time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # past the start-up window
+        victim = min(children(parent))
+        os.kill(victim, signal.SIGKILL)  # its counts stay in the sum: no counter reset
+        deadline = time.monotonic() + 20
+        while (len(children(parent)) != 2 or victim in children(parent)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert (shared / f"gone-{victim}.json").exists(), served.log()
+        assert ask(served.port, key)[0] == 200
+        time.sleep(1.0)
+        for _ in range(6):
+            assert total(scrape(served.port), "keystile_decisions_total") == 201
+    finally:
+        served.stop()
+    assert not shared.exists()  # the parent removes the directory at exit

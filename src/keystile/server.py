@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
@@ -41,6 +42,7 @@ from keystile.web.signin import HOLDER, SignIn, sign_in_app
 from keystile.web.signin import PREFIX as PAGES_PREFIX
 from keystile.web.ui import ui_app
 from keystile.wire import AuthListener
+from keystile.workermetrics import WorkerMetrics
 from keystile.workers import supervise
 
 if TYPE_CHECKING:  # grpcio is imported only when the gRPC listener is configured
@@ -357,9 +359,13 @@ def single_sign_on(
     return http
 
 
-async def _serve(settings: Settings, worker: int | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. ``worker``: one of several processes sharing the ports."""
+async def _serve(
+    settings: Settings, worker: int | None = None, metrics_dir: Path | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM. ``worker``: one of several processes sharing the
+    ports, whose /metrics sums theirs through the files in ``metrics_dir``."""
     app = make_app(settings)
+    shared = None if metrics_dir is None else WorkerMetrics(metrics_dir, app[METRICS])
     runners = [web.AppRunner(app, access_log=None)]
     await runners[0].setup()  # opens the store; the gates and the admin context exist now
     fallback = runners[0].server
@@ -373,6 +379,7 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
     servers: list[asyncio.Server] = []
     closing: list[AuthListener | GrpcListener] = [listener]
     tending = asyncio.create_task(heap.tend_forever())
+    publishing = None if shared is None else asyncio.create_task(shared.publish_forever())
     try:
         servers.append(await _listen(settings.listen, "listen", loop.create_server(
             listener, *settings.listen, reuse_port=reuse_port, backlog=1024)))  # fmt: skip
@@ -401,12 +408,16 @@ async def _serve(settings: Settings, worker: int | None = None) -> None:
         await stop.wait()
     finally:
         tending.cancel()
+        if publishing is not None:
+            publishing.cancel()
         for server in servers:
             server.close()
         # all at once: none takes a new request while another drains
         await asyncio.gather(*(each.close(SHUTDOWN_GRACE) for each in closing))
         for runner in reversed(runners):
             await runner.cleanup()
+        if shared is not None:  # requests in flight have finished: count every one
+            shared.publish()
 
 
 def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
@@ -433,15 +444,17 @@ async def _listen(address: tuple[str, int], setting: str, bind: Awaitable[T]) ->
         raise ConfigError(f"{setting} {host}:{port}: {why}") from None
 
 
-def run_worker(settings: Settings, worker: int | None = None) -> None:
+def run_worker(
+    settings: Settings, worker: int | None = None, metrics_dir: Path | None = None
+) -> None:
     """One event loop serving until SIGINT/SIGTERM, on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
-        asyncio.run(_serve(settings, worker))
+        asyncio.run(_serve(settings, worker, metrics_dir))
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(settings, worker))
+            runner.run(_serve(settings, worker, metrics_dir))
 
 
 def serve(settings: Settings) -> int:

@@ -10,7 +10,8 @@ started; one that dies at start (port taken, store unreadable) stops them all.
 Each worker has its own cache, kept coherent through the store's change log (a
 revocation reaches every worker within ``poll_interval``). What a worker
 counts in memory is its own: rate limits and quotas allow up to N times their
-figure, and /metrics shows the worker that took the scrape's connection.
+figure. /metrics shows the sum over the workers (keystile.workermetrics),
+through snapshot files in a directory the parent makes here and removes at exit.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from keystile import ports
+from keystile import ports, workermetrics
 from keystile.config import Settings
 from keystile.store import Store
 
@@ -39,11 +43,20 @@ async def _prepare(settings: Settings) -> None:
     await store.close()
 
 
-def supervise(settings: Settings, run_worker: Callable[[Settings, int], None]) -> int:
+def supervise(settings: Settings, run_worker: Callable[[Settings, int, Path], None]) -> int:
     """Run ``settings.workers`` forked workers until a signal; the exit code."""
     ports.claim([("listen", settings.listen), ("admin_listen", settings.admin_listen),
                  ("grpc_listen", settings.grpc_listen)])  # fmt: skip
     asyncio.run(_prepare(settings))
+    metrics_dir = Path(tempfile.mkdtemp(prefix="keystile-metrics-"))
+    try:
+        return _run(settings, run_worker, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(settings: Settings, run_worker: Callable[[Settings, int, Path], None],
+         metrics_dir: Path) -> int:  # fmt: skip
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker number, started)
     stopping = False
 
@@ -60,7 +73,7 @@ def supervise(settings: Settings, run_worker: Callable[[Settings, int], None]) -
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                run_worker(settings, worker)
+                run_worker(settings, worker, metrics_dir)
             except BaseException as exc:
                 log.error("worker %d failed: %s", worker, exc)
                 code = 1
@@ -80,6 +93,7 @@ def supervise(settings: Settings, run_worker: Callable[[Settings, int], None]) -
         except ChildProcessError:
             break
         worker, started = children.pop(pid)
+        workermetrics.retire(metrics_dir, pid)
         if stopping:
             continue
         exit_code = os.waitstatus_to_exitcode(status)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
@@ -46,34 +47,49 @@ async def _admin() -> asyncpg.Connection:
         raise AssertionError("unreachable") from None
 
 
-@asynccontextmanager
-async def postgres_schema() -> AsyncIterator[str]:
-    """A URL of a fresh, empty schema of its own, dropped with everything in it."""
-    schema = f"ks_{uuid.uuid4().hex[:12]}"
+async def _create(schema: str) -> None:
     conn = await _admin()
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
     finally:
         await conn.close()
+
+
+async def _drop(schema: str) -> None:
+    conn = await _admin()
+    try:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A URL of a fresh, empty schema of its own, dropped with everything in it."""
+    schema = f"ks_{uuid.uuid4().hex[:12]}"
+    await _create(schema)
     try:
         yield in_schema(POSTGRES, schema)
     finally:
-        conn = await _admin()
-        try:
-            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        finally:
-            await conn.close()
+        await _drop(schema)
 
 
 @contextmanager
 def postgres_schema_sync() -> Iterator[str]:
     """:func:`postgres_schema` for tests without an event loop (end-to-end ones)."""
-    schema = postgres_schema()
-    url = asyncio.run(schema.__aenter__())
+    schema = f"ks_{uuid.uuid4().hex[:12]}"
+    _run_apart(_create, schema)
     try:
-        yield url
+        yield in_schema(POSTGRES, schema)
     finally:
-        asyncio.run(schema.__aexit__(None, None, None))
+        _run_apart(_drop, schema)
+
+
+def _run_apart(step: Callable[[str], Awaitable[None]], schema: str) -> None:
+    """``step(schema)`` in an event loop of its own, on a thread of its own: module
+    fixtures may end while some test's loop is running on this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(step(schema))).result()
 
 
 async def dump(store: Store) -> str:

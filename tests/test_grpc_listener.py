@@ -116,7 +116,10 @@ def test_health_follows_the_store(served: Keystile, tmp_path: Path) -> None:
     wait_for_health(served.grpc_port, health_pb2.HealthCheckResponse.NOT_SERVING, served)
     made_up = "ks_" + "A" * 49
     assert check(served.grpc_port, {"x-api-key": made_up}).status.code != code_pb2.OK
-    shutil.copy(backup, db)  # restored from backup: serving again
+    # restored from backup (atomically, as docs/configuration.md asks: a file copied
+    # in place could be opened half-written): serving again
+    shutil.copy(backup, tmp_path / "restoring.db")
+    os.replace(tmp_path / "restoring.db", db)
     wait_for_health(served.grpc_port, health_pb2.HealthCheckResponse.SERVING, served)
 
 

@@ -17,7 +17,8 @@ from keystile.errors import LimitsUnavailable
 from keystile.model import KeyRecord, TeamPolicy
 from keystile.policy import SlidingWindowLimiter
 from keystile.quotas import period
-from keystile.shared_limits import SharedLimits, connect, redact
+from keystile.shared_limits import SharedLimits, connect
+from keystile.urls import redact
 
 from .redis_server import closed_port, delete_prefix, redis_url, unique_prefix
 

@@ -645,9 +645,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
     rows = []
     for setting in SETTINGS:
         value = getattr(settings, setting.name)
-        if setting.name == "redis_url" and value:
-            from keystile.shared_limits import redact
-
+        if setting.name == "redis_url" and value:  # a secret only in its password
             shown = redact(value)
         elif setting.secret:
             shown = "(set)" if value else "(not set)"

@@ -29,13 +29,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keystile.decide import Limits
 from keystile.errors import LimitsUnavailable
 from keystile.model import KeyRecord, RateInfo
 from keystile.policy import SLOTS, buckets
 from keystile.quotas import QUOTAS, period
+from keystile.urls import password_of, redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -240,35 +240,6 @@ def connect(url: str, prefix: str, fallback: bool = False,
         socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
     )  # fmt: skip
     return SharedLimits(Redis.from_pool(pool), prefix, timeout, password_of(url), fallback)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (in the user info or a ``password=`` parameter)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            user = parts.username or ""
-            netloc = f"{user}:***@" + netloc.rpartition("@")[2]
-        query = parts.query
-        if "password" in query:
-            query = urlencode([(k, "***" if k == "password" else v)
-                               for k, v in parse_qsl(query, keep_blank_values=True)])  # fmt: skip
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "(unreadable URL)"
-
-
-def password_of(url: str) -> str | None:
-    """The password a Redis URL holds, to scrub it from error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.password:
-        return parts.password
-    found = dict(parse_qsl(parts.query)).get("password")
-    return found or None
 
 
 def sharing(settings: Settings) -> str:

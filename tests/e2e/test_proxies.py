@@ -11,10 +11,13 @@ import orjson
 import pytest
 
 from keystile.aliases import ALIAS_CHARS
+from tests.backends import postgres_schema_sync
 from tests.e2e.harness import Keystile, Reply, Stack, Upstream, running_stack
 
 UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
-PROXIES = ["nginx", "envoy", "envoy-grpc", "caddy", "traefik"]
+# every proxy on an SQLite file; nginx and Envoy's gRPC dialect on PostgreSQL too
+PROXIES = ["nginx", "envoy", "envoy-grpc", "caddy", "traefik", "nginx+postgresql",
+           "envoy-grpc+postgresql"]  # fmt: skip
 CONFIG = """
 [[routes]]
 name = "chat"
@@ -43,12 +46,17 @@ def create_key(keystile: Keystile, *args: str) -> tuple[str, str]:
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp(f"{request.param}-e2e")
+    kind, _, backend = request.param.partition("+")
+    workdir = tmp_path_factory.mktemp(f"{kind}-{backend or 'sqlite'}-e2e")
     (workdir / "keystile.toml").write_text(CONFIG)
     env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
            "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
            "E2E_UPSTREAM_KEY": UPSTREAM_SECRET}  # fmt: skip
-    yield from running_stack(workdir, env, request.param)
+    if backend != "postgresql":
+        yield from running_stack(workdir, env, kind)
+        return
+    with postgres_schema_sync() as url:
+        yield from running_stack(workdir, {**env, "KEYSTILE_DB": url}, kind)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ reach the browser; keystile's session cookie must never reach the upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.backends import postgres_schema_sync
 from tests.e2e.browser import browser, screenshot
 from tests.e2e.harness import ROOT, Stack, Upstream, request, running_stack
 from tests.e2e.test_proxies import PROXIES
@@ -44,12 +46,20 @@ sessions = true
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp(f"{request.param}-sessions")
+    kind, _, backend = request.param.partition("+")
+    workdir = tmp_path_factory.mktemp(f"{kind}-{backend or 'sqlite'}-sessions")
     (workdir / "keystile.toml").write_text(CONFIG)
     env = {"KEYSTILE_DB": str(workdir / "keystile.db"),
            "KEYSTILE_CONFIG": str(workdir / "keystile.toml"),
            "E2E_UPSTREAM_KEY": CANARY}  # fmt: skip
-    for running in running_stack(workdir, env, request.param, site=SITE):
+    with contextlib.ExitStack() as cleanup:
+        if backend == "postgresql":
+            env["KEYSTILE_DB"] = cleanup.enter_context(postgres_schema_sync())
+        yield from _with_alice(running_stack(workdir, env, kind, site=SITE))
+
+
+def _with_alice(stacks: Iterator[Stack]) -> Iterator[Stack]:
+    for running in stacks:
         running.keystile.cli("users", "create", "alice", "--email", "alice@example.com")
         done = running.keystile.cli("users", "set-password", "alice", "--stdin",
                                     input_text=PASSWORD + "\n")  # fmt: skip

@@ -182,9 +182,10 @@ class PostgresBase(SQLBase):
         if _has_nul(params):
             return parse([])
         with translated(action):
-            try:
-                async with asyncio.timeout(LOOKUP_TIMEOUT):
-                    rows = await self._pool.fetch(dialect(sql), *params)
+            try:  # wait_for, not asyncio.timeout: the auth listener may step this
+                # coroutine outside any task (keystile.eager)
+                rows = await asyncio.wait_for(self._pool.fetch(dialect(sql), *params),
+                                              LOOKUP_TIMEOUT)  # fmt: skip
             except TimeoutError:
                 raise StoreUnavailable(f"{action}: no answer within {LOOKUP_TIMEOUT} s") from None
         return parse(list(rows))
@@ -211,7 +212,11 @@ class PostgresBase(SQLBase):
         attempt = 0
         while True:
             try:
-                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+                conn = await asyncpg.connect(
+                    self.url,
+                    timeout=CONNECT_TIMEOUT,  # named so in pg_stat_activity
+                    server_settings={"application_name": f"keystile-listen {self.schema}"[:63]},
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if attempt == 0:
                     log.error("cannot listen for changes on %s: %s", self.describe(), exc)

@@ -28,11 +28,20 @@ def run_eagerly(coro: Coroutine[Any, Any, T]) -> T | asyncio.Future[T]:
 
 @types.coroutine
 def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> Generator[Any, None, T]:
-    """Hand the task the future ``coro`` waits on, then go on driving ``coro``."""
+    """Hand the task the future ``coro`` waits on, then go on driving ``coro``.
+
+    The task throws in what ended the wait. When the future itself failed (a store
+    or Redis error set on it), ``coro`` is simply resumed: its ``await`` reads the
+    future and raises there, where its own ``except`` clauses see it. Anything
+    else (the task cancelled at shutdown) is thrown into ``coro`` where it waits."""
     try:
         yield waiting
-    except BaseException:
-        coro.close()  # cancelled while waiting (shutdown): let its finally blocks run
-        raise
+    except BaseException as exc:
+        if not (isinstance(waiting, asyncio.Future) and waiting.done()):
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            return (yield from _resume(coro, waiting))
     result: T = yield from coro
     return result

@@ -23,6 +23,7 @@ buckets are touched by one script, and Cluster refuses keys in different slots.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -39,7 +40,6 @@ from keystile.urls import password_of, redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
     from keystile.config import Settings
 
@@ -129,7 +129,9 @@ class SharedLimits:
         self._told = False  # an outage line was logged since Redis last answered
         self.prefix = prefix
         self.timeout = timeout
-        self.script: AsyncScript = client.register_script(SCRIPT)
+        self.sha = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()  # its name
+        self._queue: list[tuple[list[str], list[Any], Any]] = []  # calls of this loop turn
+        self._sending: set[Any] = set()  # pipelines in flight (tasks kept referenced)
         self._plans: dict[int, tuple[KeyRecord, _Plan]] = {}  # id(record): as the limiter's
 
     def _plan(self, record: KeyRecord) -> _Plan:
@@ -156,7 +158,6 @@ class SharedLimits:
         ``stored``: usage per (owner, quota, period start) as :class:`~keystile.quotas.Quotas`
         read it, where a quota counter Redis does not hold yet starts. Raises
         :class:`LimitsUnavailable` when Redis fails or takes longer than the timeout."""
-        import asyncio
 
         from redis.exceptions import RedisError
 
@@ -175,7 +176,7 @@ class SharedLimits:
             ttl = math.ceil((end - now + QUOTA_TTL_MARGIN) * 1000)
             args += [limit, stored.get((owner, name, start), 0), ttl]
         try:
-            reply = await asyncio.wait_for(self.script(keys, args), self.timeout)
+            reply = await self._call(keys, args)
         except TimeoutError:
             raise self._failed(f"Redis did not answer within {self.timeout} s") from None
         except (RedisError, OSError) as exc:
@@ -201,6 +202,58 @@ class SharedLimits:
             rate = RateInfo(limit, left, per)  # reset: all counted now has left (one period)
         return Limits(quota_retry, None, rate)
 
+    async def _call(self, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply for one decision, within the timeout. Calls made in one
+        turn of the event loop go to Redis together, as one pipeline (each script
+        still runs atomically on its own): a burst costs one round trip and one
+        write per turn, not one per request."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((keys, args, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._send)
+        timer = loop.call_later(self.timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _send(self) -> None:
+        import asyncio
+
+        batch, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._run(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _run(self, batch: list[tuple[list[str], list[Any], Any]]) -> None:
+        """One pipeline of EVALSHA calls; the script loaded (and those calls sent
+        again) when Redis does not know it yet (a new or restarted Redis)."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            replies = await self._pipeline(batch)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                await self.client.script_load(SCRIPT)
+                replies = await self._pipeline(batch)
+        except Exception as exc:  # the connection or Redis failed: every call of the batch
+            replies = [exc] * len(batch)
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # timed out meanwhile
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, batch: list[tuple[list[str], list[Any], Any]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
     def _failed(self, why: str) -> LimitsUnavailable:
         """The error to raise; logged as an error at most once a minute (a flapping
         Redis does not flood the log), and the recovery after such a line."""
@@ -221,6 +274,11 @@ class SharedLimits:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _expire(future: Any) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def connect(url: str, prefix: str, fallback: bool = False,

@@ -15,6 +15,9 @@ over ext_authz gRPC (envoy-grpc):
                     requires a scope and injects the upstream credential, a rate limit
                     high enough never to trip, usage accounting and metrics
   <proxy>-keystile2w  the same with --workers 2
+  nginx-keystileredis the same as nginx-keystile with its rate limit counted in Redis
+                    (KEYSTILE_REDIS_URL; when a Redis answers at --redis): the extra
+                    cost of a shared limit, next to the same key limited per process
   <proxy>-baseline  the same, served by another checkout's keystile (--baseline DIR,
                     a checkout with its own .venv): before/after ratios from one run
 Every scenario must answer 2xx to every request, or the run fails.
@@ -26,6 +29,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -154,6 +158,19 @@ def wrk(port: int, path: str, key: str, seconds: float, connections: int) -> tup
     return rps, float(p99.group(1)) * scale
 
 
+def redis_answers(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379),
+                                      timeout=1) as sock:  # fmt: skip
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="1 round of 1 s: checks the harness")
@@ -165,6 +182,10 @@ def main() -> int:
         type=Path,
         default=None,
         help="a checkout (with .venv) whose keystile runs as <proxy>-baseline",
+    )
+    redis = os.environ.get("KEYSTILE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis", default=redis, help="Redis for the nginx-keystileredis row (none: no row)"
     )
     args = parser.parse_args()
     if args.smoke:
@@ -189,6 +210,14 @@ def main() -> int:
         two = Keystile(workdir, {**env, "KEYSTILE_WORKERS": "2"})
         two.start()
         stack.callback(two.stop)
+        shared = None
+        if redis_answers(args.redis):
+            prefix = f"keystile-bench:{os.getpid()}:"
+            shared = Keystile(workdir, {**env, "KEYSTILE_REDIS_URL": args.redis,
+                                        "KEYSTILE_REDIS_PREFIX": prefix}).start()  # fmt: skip
+            stack.callback(shared.stop)
+        else:
+            print(f"no Redis answers at {args.redis}: no nginx-keystileredis row", file=sys.stderr)
         # gRPC in processes of their own: the HTTP rows measure keystile as most run it
         over_grpc = Keystile(workdir, env, grpc=True).start()
         stack.callback(over_grpc.stop)
@@ -219,6 +248,15 @@ def main() -> int:
                 shipped("nginx", workdir, keystile.port, upstream)
             ),
             "nginx-keystile2w": stack.enter_context(shipped("nginx", workdir, two.port, upstream)),
+            **(
+                {}
+                if shared is None
+                else {
+                    "nginx-keystileredis": stack.enter_context(
+                        shipped("nginx", workdir, shared.port, upstream)
+                    )
+                }
+            ),
             "envoy-noauth": stack.enter_context(
                 plain_envoy(
                     workdir, envoy_no_auth(envoy_noauth, upstream, free_port()), envoy_noauth
@@ -276,6 +314,12 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
         row = (name, f"{rps:.0f}", f"{p99:.2f}", f"{rps / limit_rps:.2f}", f"{rps / floor_rps:.2f}",
                f"{p99 / floor_p99:.2f}")  # fmt: skip
         print("{:<23}{:>10}{:>9}{:>9}{:>9}{:>13}".format(*row))
+    if "nginx-keystileredis" in medians:
+        local, redis = medians["nginx-keystile"], medians["nginx-keystileredis"]
+        extra = (1 / redis[0] - 1 / local[0]) * 1e6
+        print(f"\nrate limit in Redis vs per process (nginx): {redis[0] / local[0]:.2f}x the "
+              f"requests a second, p99 {redis[1] / local[1]:.2f}x; ~{extra:.0f} us more per "
+              f"request at saturation")  # fmt: skip
     if "envoy-grpc-floor" in medians:
         grpc_floor, http_floor = medians["envoy-grpc-floor"][0], medians["envoy-floor"][0]
         print(f"\nthrough Envoy, the gRPC floor answers {grpc_floor / http_floor:.2f}x the "

@@ -275,6 +275,24 @@ def _redis_unavailable(value: Any) -> str:
     return str(value)
 
 
+def _loopback_listen(value: Any) -> tuple[str, int]:
+    """HOST:PORT on loopback: syslog over UDP proves nothing about its sender."""
+    from keystile.intake.syslog import loopback
+
+    host, port = _listen(value)
+    if not loopback(host):
+        raise ValueError("must be a loopback address (127.0.0.1:PORT or [::1]:PORT): anyone "
+                         "who can send it a datagram could report any usage")  # fmt: skip
+    return host, port
+
+
+def _header_name(value: Any) -> str:
+    text = str(value).strip().lower()
+    if not text or not all(c.isalnum() or c == "-" for c in text) or not text.isascii():
+        raise ValueError("use a header name of letters, digits and '-', e.g. x-usage-total-tokens")
+    return text
+
+
 def _static_keys(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
@@ -449,6 +467,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis_timeout", "KEYSTILE_REDIS_TIMEOUT", "redis.timeout", "0.5",
             "Seconds a request waits for Redis (a connection and the script) before "
             "redis.unavailable applies.", _positive(float)),
+    Setting("usage_syslog_listen", "KEYSTILE_USAGE_SYSLOG_LISTEN", "usage.syslog_listen", None,
+            "Take nginx's usage lines (syslog over UDP, see docs/token-budgets.md) on this "
+            "loopback HOST:PORT; unset: off.", _loopback_listen),
+    Setting("usage_tokens_header", "KEYSTILE_USAGE_TOKENS_HEADER", "usage.tokens_header",
+            "x-usage-total-tokens", "The upstream's response header with the request's total "
+            "tokens, read from Envoy's access-log stream (nginx names it in its log_format).",
+            _header_name),
 )  # fmt: skip
 
 
@@ -511,6 +536,8 @@ class Settings:
     redis_prefix: str = "keystile:"
     redis_unavailable: str = "deny"
     redis_timeout: float = 0.5
+    usage_syslog_listen: tuple[str, int] | None = None
+    usage_tokens_header: str = "x-usage-total-tokens"
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property
@@ -640,6 +667,9 @@ def _resolve_client_secret(values: dict[str, Any]) -> str | None:
     return None
 
 
+ADDRESSES = ("listen", "admin_listen", "grpc_listen", "usage_syslog_listen")  # HOST:PORT
+
+
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(env var, effective value, help) for every setting, secrets masked."""
     rows = []
@@ -649,7 +679,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = redact(value)
         elif setting.secret:
             shown = "(set)" if value else "(not set)"
-        elif isinstance(value, tuple) and setting.name in ("listen", "admin_listen", "grpc_listen"):
+        elif isinstance(value, tuple) and setting.name in ADDRESSES:
             shown = f"{value[0]}:{value[1]}"
         elif isinstance(value, frozenset) or (
             isinstance(value, tuple) and all(isinstance(v, str) for v in value)

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
@@ -125,8 +125,13 @@ def serialized(decision: Decision, grant: Grant | None) -> bytes:
     return data
 
 
+class Closing(Protocol):
+    async def close(self, grace: float) -> None: ...
+
+
 class GrpcListener:
-    """The server, its health service and the task that keeps that health current."""
+    """The server, its health service and the task that keeps that health current;
+    ``companions``: other services on the same server, closed after it stops."""
 
     def __init__(
         self, service: CheckService, ready: Callable[[], Awaitable[bool]], reuse_port: bool
@@ -147,6 +152,7 @@ class GrpcListener:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.ready = ready
         self.tending: asyncio.Task[None] | None = None
+        self.companions: list[Closing] = []
 
     async def start(self, address: tuple[str, int], setting: str = "grpc_listen") -> None:
         host, port = address
@@ -183,3 +189,5 @@ class GrpcListener:
                 await self.tending
         await self.health.shutdown(min(grace, 1.0))
         await self.server.stop(grace)
+        for companion in self.companions:
+            await companion.close(grace)

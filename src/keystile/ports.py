@@ -17,16 +17,20 @@ from collections.abc import Iterable
 from keystile.errors import ConfigError
 
 
-def why_taken(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be bound (``Address already in use``), or None."""
+def why_taken(host: str, port: int, datagram: bool = False) -> str | None:
+    """Why ``host:port`` cannot be bound (``Address already in use``), or None.
+    ``datagram``: the UDP port (usage.syslog_listen), else the TCP one."""
+    kind = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        found = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
     except OSError as exc:
         return exc.strerror or str(exc)
     for family, kind, proto, _, address in found:
         with socket.socket(family, kind, proto) as probe:
-            # a connection left in TIME_WAIT by the last run owns nothing
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # a connection left in TIME_WAIT by the last run owns nothing (UDP has
+            # none, and two UDP sockets that both set it would share the port)
+            if not datagram:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # as asyncio binds it: IPv6 only
                 with contextlib.suppress(OSError):
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -37,11 +41,11 @@ def why_taken(host: str, port: int) -> str | None:
     return None
 
 
-def claim(addresses: Iterable[tuple[str, tuple[str, int] | None]]) -> None:
+def claim(addresses: Iterable[tuple[str, tuple[str, int] | None]], datagram: bool = False) -> None:
     """Raise ConfigError naming the first (setting, address) that is taken."""
     for setting, address in addresses:
         if address is None:
             continue
-        why = why_taken(*address)
+        why = why_taken(*address, datagram=datagram)
         if why is not None:
             raise ConfigError(f"{setting} {address[0]}:{address[1]}: {why}")

@@ -24,6 +24,8 @@ from keystile.clientip import TrustedProxies
 from keystile.config import Settings
 from keystile.errors import ConfigError, StoreError
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
+from keystile.intake import reporter
+from keystile.intake.syslog import SyslogListener
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
 from keystile.oidc import OIDCConfig, Provider
@@ -377,7 +379,7 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     servers: list[asyncio.Server] = []
-    closing: list[AuthListener | GrpcListener] = [listener]
+    closing: list[AuthListener | GrpcListener | SyslogListener] = [listener]
     tending = asyncio.create_task(heap.tend_forever())
     publishing = None if shared is None else asyncio.create_task(shared.publish_forever())
     try:
@@ -397,6 +399,10 @@ async def _serve(
             grpc = make_grpc_listener(app, reuse_port)
             closing.append(grpc)
             await grpc.start(settings.grpc_listen)
+        if settings.usage_syslog_listen is not None:  # nginx's usage lines
+            syslog = SyslogListener(reporter(app))
+            closing.append(syslog)
+            await syslog.start(settings.usage_syslog_listen, reuse_port)
         who = "" if worker is None else f"worker {worker}: "
         log.info("%slistening on http://%s:%d, store %s", who, *settings.listen,
                  redact(str(settings.db)))  # fmt: skip
@@ -405,6 +411,8 @@ async def _serve(
                      *settings.admin_listen, PREFIX)  # fmt: skip
         if settings.grpc_listen is not None:
             log.info("%sext_authz gRPC on %s:%d", who, *settings.grpc_listen)
+        if settings.usage_syslog_listen is not None:
+            log.info("%susage lines (syslog) on udp %s:%d", who, *settings.usage_syslog_listen)
         await stop.wait()
     finally:
         tending.cancel()
@@ -423,7 +431,8 @@ async def _serve(
 def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
     """The gRPC listener on the same path as the HTTP dialects (grpcio imported here)."""
     from keystile.adapters import envoy_grpc
-    from keystile.grpc_listener import CheckService, GrpcListener
+    from keystile.grpc_listener import CheckService, GrpcListener, peer_address
+    from keystile.intake.accesslog import AccessLogService
 
     settings, authorizer = app[SETTINGS], app[AUTHORIZER]
     judge = Judge(envoy_grpc.NAME, authorizer, app[METRICS], app[USAGE], app[DENIALS])
@@ -432,7 +441,13 @@ def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
     async def ready() -> bool:
         return await unready(app) is None
 
-    return GrpcListener(service, ready, reuse_port)
+    listener = GrpcListener(service, ready, reuse_port)
+    # Envoy's usage (the access-log service), on the same port as its checks
+    usage = AccessLogService(reporter(app), service.trusted, peer_address,
+                             settings.usage_tokens_header)  # fmt: skip
+    usage.add_to(listener.server)
+    listener.companions.append(usage)
+    return listener
 
 
 async def _listen(address: tuple[str, int], setting: str, bind: Awaitable[T]) -> T:

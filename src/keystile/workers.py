@@ -47,6 +47,7 @@ def supervise(settings: Settings, run_worker: Callable[[Settings, int, Path], No
     """Run ``settings.workers`` forked workers until a signal; the exit code."""
     ports.claim([("listen", settings.listen), ("admin_listen", settings.admin_listen),
                  ("grpc_listen", settings.grpc_listen)])  # fmt: skip
+    ports.claim([("usage_syslog_listen", settings.usage_syslog_listen)], datagram=True)
     asyncio.run(_prepare(settings))
     metrics_dir = Path(tempfile.mkdtemp(prefix="keystile-metrics-"))
     try:

@@ -238,7 +238,10 @@ class Proxy:
         keystile_port: int,
         upstream_port: int,
         pages_port: int | None = None,
+        usage_port: int | None = None,
     ) -> None:
+        """``usage_port``: where the config sends its usage log (nginx's syslog
+        datagrams, the HTTP-dialect Envoy's access-log stream); unset: a free port."""
         self.kind = kind
         self.binary = find_binary(BINARIES[kind])
         self.port = free_port()
@@ -268,6 +271,16 @@ class Proxy:
                 old: old.replace(port, str(free_port()))
                 for old, port in spec.get("extra", {}).items()
             },
+            # the usage log (token budgets): nginx's syslog port, Envoy's ALS cluster
+            **(
+                {
+                    spec["usage"]: spec["usage"].replace(
+                        spec["usage_port"], str(usage_port or free_port())
+                    )
+                }
+                if "usage" in spec
+                else {}
+            ),
             # absolute paths in the shipped config point at our copy of the file
             **{old: str(self.prefix / name) for old, name in spec.get("paths", {}).items()},
         }
@@ -335,11 +348,13 @@ BINARIES = {"nginx": "nginx", "envoy": "envoy", "envoy-grpc": "envoy", "caddy": 
             "traefik": "traefik"}  # fmt: skip
 SHIPPED: dict[str, dict[str, Any]] = {
     "nginx": {"source": "nginx", "config": "nginx.conf", "keystile": "127.0.0.1:8700",
-              "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000"},
+              "listen": "127.0.0.1:8080", "listen_port": "8080", "upstream": "127.0.0.1:9000",
+              "usage": "syslog:server=127.0.0.1:8702", "usage_port": "8702"},
     "envoy": {"source": "envoy/envoy.yaml", "config": "envoy.yaml",
               "keystile": "port_value: 8700", "listen": "port_value: 10000",
               "listen_port": "10000", "upstream": "port_value: 9000",
-              "extra": {"port_value: 9901": "9901", "uri: http://127.0.0.1:8700": "8700"}},
+              "extra": {"port_value: 9901": "9901", "uri: http://127.0.0.1:8700": "8700"},
+              "usage": "port_value: 8701", "usage_port": "8701"},
     # keystile's gRPC listener (KEYSTILE_GRPC_LISTEN) is the keystile port here
     "envoy-grpc": {"source": "envoy/envoy-grpc.yaml", "config": "envoy-grpc.yaml", "grpc": True,
                    "keystile": "port_value: 8701", "keystile_port": "8701",

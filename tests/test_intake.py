@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from keystile.intake import MAX_TOKENS, REPORT, Intake, Malformed, reporter, usa
 from keystile.intake.accesslog import AccessLogService, entry_usage
 from keystile.intake.syslog import SyslogIntake, SyslogListener, parse
 from keystile.server import make_app, make_grpc_listener
-from tests.e2e.harness import free_port
+from tests.e2e.harness import KEYSTILE, Keystile, free_port
 
 RES = "key_AbC123.1796700000.nonce.sig"
 # what nginx 1.22 sends for the shipped keystile_usage format (captured from it)
@@ -407,3 +408,38 @@ async def test_keystile_s_grpc_listener_serves_the_access_log(
 async def test_reporter_without_budgets_ignores() -> None:
     app = web.Application()
     assert await reporter(app)(RES, 5) is False
+
+
+# -- `keystile serve` as users run it -------------------------------------------------
+
+
+def test_serve_takes_usage_lines_and_a_second_one_cannot_take_the_port(tmp_path: Path) -> None:
+    udp = free_udp_port()
+    env = {"KEYSTILE_DB": str(tmp_path / "k.db"),
+           "KEYSTILE_USAGE_SYSLOG_LISTEN": f"127.0.0.1:{udp}"}  # fmt: skip
+    first = Keystile(tmp_path, env).start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in (line(), b"garbage" * 100):  # no budgets: ignored, no harm
+                sender.sendto(datagram, ("127.0.0.1", udp))
+        for workers in ("1", "2"):  # the parent of --workers N checks before forking
+            second = {k: v for k, v in first.env.items() if not k.startswith("KEYSTILE_")}
+            second.update(env, KEYSTILE_LISTEN=f"127.0.0.1:{free_port()}",
+                          KEYSTILE_WORKERS=workers)  # fmt: skip
+            done = subprocess.run([str(KEYSTILE), "serve"], env=second, capture_output=True,
+                                  text=True, timeout=30)  # fmt: skip
+            assert done.returncode != 0, done.stderr
+            taken = f"usage_syslog_listen 127.0.0.1:{udp}: Address already in use"
+            assert taken in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+        assert first.proc is not None and first.proc.poll() is None
+    finally:
+        first.stop()
+    assert f"usage lines (syslog) on udp 127.0.0.1:{udp}" in first.log()
+    assert "Traceback" not in first.log()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

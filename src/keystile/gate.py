@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -44,6 +45,7 @@ from keystile.model import KeyRecord
 from keystile.policy import InvalidKeyThrottle, RateCheck, RateLimiter, SlidingWindowLimiter
 from keystile.quotas import Quotas
 from keystile.shared_limits import SharedLimits
+from keystile.tokens import TokenBudgets
 from keystile.usage import UsageMeter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,7 +61,8 @@ def rules_of(settings: Settings) -> Rules:
     return Rules(settings.routes, settings.credential_headers,
                  semicolons=settings.path_semicolons,
                  credential_params=settings.credential_params,
-                 credential_cookies=settings.credential_cookies, sessions=sessions)  # fmt: skip
+                 credential_cookies=settings.credential_cookies, sessions=sessions,
+                 token_estimate=settings.token_estimate)  # fmt: skip
 
 
 class Authorizer:
@@ -75,8 +78,10 @@ class Authorizer:
         invalid: InvalidKeyThrottle | None = None,
         sessions: CachedLookup | None = None,
         shared: SharedLimits | None = None,
+        budgets: TokenBudgets | None = None,
     ) -> None:
         self.rules = rules
+        self.budgets = budgets  # None: token budgets are not enforced (tests of other parts)
         self.shared = shared  # None: limits are counted in this process only
         self.keys = keys
         self.sessions = sessions  # None: no session is ever found
@@ -100,16 +105,49 @@ class Authorizer:
         record = entry.record
         if not record.limited:
             return self.rules.decide(screened, record, None, now), entry
+        budgets = self.budgets if record.has_budgets else None
+        if budgets is not None:
+            await self.load_budgets(budgets, record, now)
         if self.shared is not None:
             decision = self.rules.decide(screened, record, None, now)  # all but the limits
+            if decision.reason is None and budgets is not None:  # never counted if refused
+                tokens = Limits(tokens=budgets.state(record, now))
+                decision = self.rules.decide(screened, record, tokens, now)
             if decision.reason is None:
-                decision = self.rules.decide(screened, record, await self.take(record, now), now)
+                limits = await self.take(record, now)
+                if budgets is not None:
+                    limits = replace(limits, tokens=budgets.state(record, now))
+                decision = self.reserve(self.rules.decide(screened, record, limits, now), now)
             return decision, entry
         limits, check = await self.limits(record, now)
+        if budgets is not None:  # no await from here to the reservation
+            limits = replace(limits, tokens=budgets.state(record, now))
         decision = self.rules.decide(screened, record, limits, now)
         if decision.reason is None:
             self.count(record, check, now)
+            decision = self.reserve(decision, now)
         return decision, entry
+
+    async def load_budgets(self, budgets: TokenBudgets, record: KeyRecord, now: float) -> None:
+        """Read the stored tokens of the key's day and month windows not in memory yet
+        (bounded like a key lookup: fail closed)."""
+        if not budgets.loaded(record, now):
+            try:
+                await asyncio.wait_for(budgets.load(record, now), QUOTA_READ_TIMEOUT)
+            except TimeoutError:
+                raise StoreUnavailable("reading stored tokens for a budget timed out") from None
+
+    def reserve(self, decision: Decision, now: float) -> Decision:
+        """An allow of a key with token budgets: its estimate held, the token attached."""
+        record, budgets = decision.record, self.budgets
+        if decision.reason is not None or record is None or budgets is None:
+            return decision
+        if not record.has_budgets:
+            return decision
+        route = decision.route
+        token = budgets.reserve(record, "" if route is None else route.name,
+                                self.rules.estimate(route), now)  # fmt: skip
+        return replace(decision, reservation=token)
 
     def unknown(self, request: Presented, now: float) -> Decision:
         """An unknown key: 401, or 429 once its address has sent too many."""

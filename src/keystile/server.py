@@ -7,12 +7,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from aiohttp import web
+from cachetools import TTLCache
 
 from keystile import heap, logs, ports
 from keystile.accounts import AccountService
@@ -22,10 +23,11 @@ from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
-from keystile.errors import ConfigError, StoreError
+from keystile.errors import ConfigError, NotFound, StoreError
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
+from keystile.model import KeyRecord
 from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
@@ -35,6 +37,7 @@ from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from keystile.tokens import TokenBudgets
 from keystile.urls import redact
 from keystile.usage import UsageMeter
 from keystile.web import oidc as oidc_pages
@@ -179,10 +182,29 @@ async def _flush_forever(app: web.Application, interval: float) -> None:
             log.warning("usage flush failed, kept for the next one: %s", exc)
         now = time.time()
         app[AUTHORIZER].limiter.prune(now)
+        budgets = app[AUTHORIZER].budgets
+        if budgets is not None:
+            budgets.prune(now)
         throttle = app[AUTHORIZER].invalid
         if throttle is not None:
             throttle.prune(now)
         app[DENIALS].tick()
+
+
+def key_by_id(store: Store) -> Callable[[str], Awaitable[KeyRecord | None]]:
+    """A key's record by id, remembered a minute (token reports for another
+    worker's reservations name the key, not its hash)."""
+    known: TTLCache[str, KeyRecord | None] = TTLCache(10_000, 60)
+
+    async def find(key_id: str) -> KeyRecord | None:
+        if key_id not in known:
+            try:
+                known[key_id] = await store.get_key(key_id)
+            except NotFound:
+                known[key_id] = None
+        return known.get(key_id)
+
+    return find
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -230,9 +252,11 @@ def make_app(settings: Settings) -> web.Application:
             shared = connect(settings.redis_url, settings.redis_prefix,
                              fallback=settings.redis_unavailable == "local",
                              timeout=settings.redis_timeout)  # fmt: skip
+        budgets = TokenBudgets(store.tokens_since, timeout=settings.reservation_timeout,
+                               sink=app[USAGE].add_tokens, record_of=key_by_id(store))  # fmt: skip
         authorizer = app[AUTHORIZER] = Authorizer(
             rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions,
-            shared=shared,
+            shared=shared, budgets=budgets,
         )  # fmt: skip
         signing = SessionService(
             store,

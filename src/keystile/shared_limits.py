@@ -162,6 +162,8 @@ class SharedLimits:
         from redis.exceptions import RedisError
 
         plan = self._plan(record)
+        if not plan.rates and not plan.quotas:  # token budgets only: counted elsewhere
+            return Limits()
         keys: list[str] = []
         args: list[Any] = [len(plan.rates)]
         for name, per, limit in plan.rates:

@@ -22,6 +22,11 @@ class UsageMeter:
         self.counts: Counter[UsageKey] = Counter()
         self.last_used: dict[str, float] = {}
         self.seen: dict[str, float] = {}  # sessions: the idle timeout's clock
+        self.tokens: Counter[tuple[str, int, str]] = Counter()  # (key id, hour, route)
+
+    def add_tokens(self, key_id: str, hour: int, route: str, tokens: int) -> None:
+        """Tokens a report said an allowed request of ``key_id`` spent."""
+        self.tokens[(key_id, hour, route)] += tokens
 
     def record(self, decision: Decision, now: float) -> None:
         record = decision.record
@@ -43,15 +48,16 @@ class UsageMeter:
 
     async def flush(self, store: Store) -> int:
         """Write what was counted since the last flush; returns how many requests."""
-        counts, last_used, seen = self.counts, self.last_used, self.seen
-        if not counts and not last_used and not seen:
+        counts, last_used, seen, tokens = self.counts, self.last_used, self.seen, self.tokens
+        if not counts and not last_used and not seen and not tokens:
             return 0
-        self.counts, self.last_used, self.seen = Counter(), {}, {}
+        self.counts, self.last_used, self.seen, self.tokens = Counter(), {}, {}, Counter()
         try:
             await store.touch_sessions(seen)  # first: a retry only raises times again
-            await store.add_usage(counts, last_used)
+            await store.add_usage(counts, last_used, tokens)
         except BaseException:
             self.counts.update(counts)  # put them back: the next flush tries again
+            self.tokens.update(tokens)
             for kept, taken in ((self.last_used, last_used), (self.seen, seen)):
                 for item_id, at in taken.items():
                     kept[item_id] = max(at, kept.get(item_id, 0.0))

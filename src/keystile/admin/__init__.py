@@ -11,6 +11,7 @@ from aiohttp import web
 
 from keystile.admin import accounts as acc
 from keystile.admin import keys
+from keystile.admin import usage as usage_api
 from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
 from keystile.admin.http import MAX_BODY, errors, reply
 from keystile.admin.openapi import _list_of, _ref, document
@@ -70,6 +71,10 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", K + "/{key_id}/usage", keys.key_usage,
              "Requests of a key: allowed, denied by reason, per route, per hour",
              {"type": "object", "required": ["key_id", "allowed"]}, query={"since": INSTANT}),
+    Endpoint("POST", f"{PREFIX}/usage", usage_api.report_usage,
+             "Report tokens spent (scope usage:write): by reservation, or by key and "
+             "request id; idempotent", usage_api.USAGE_RESULT,
+             body=_ref("UsageReports")),
     Endpoint("POST", f"{PREFIX}/explain", keys.explain_request,
              "What keystile would decide for a key on a request, and why (counts nothing)",
              {"type": "object", "required": ["allowed", "reason", "why"]},

@@ -75,6 +75,11 @@ ENDPOINTS: list[Endpoint] = [
              "Report tokens spent (scope usage:write): by reservation, or by key and "
              "request id; idempotent", usage_api.USAGE_RESULT,
              body=_ref("UsageReports")),
+    Endpoint("GET", f"{PREFIX}/spend", usage_api.spend_report,
+             "Tokens reported per key, route and hour, and their cost (routes' "
+             "price_per_1k_tokens); since defaults to this month's start",
+             {"type": "object", "required": ["since", "tokens"]},
+             query={"team_id": FILTER, "user_id": FILTER, "key_id": FILTER, "since": INSTANT}),
     Endpoint("POST", f"{PREFIX}/explain", keys.explain_request,
              "What keystile would decide for a key on a request, and why (counts nothing)",
              {"type": "object", "required": ["allowed", "reason", "why"]},

@@ -18,10 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from keystile.admin.auth import ADMIN, authenticate
-from keystile.admin.context import ADMIN_CONTEXT
-from keystile.admin.http import ApiError, reply
-from keystile.admin.validation import read_body
+from keystile.admin.context import ADMIN_CONTEXT, caller_of
+from keystile.admin.http import ApiError, iso, reply
+from keystile.admin.validation import read_body, read_query
+from keystile.durations import parse_instant
 from keystile.errors import Conflict, NotFound
+from keystile.quotas import period
+from keystile.store import KeyFilter
+from keystile.usage import prices_of, spend
 
 USAGE_WRITE = "usage:write"
 USAGE_RESULT = {"type": "object", "required": ["counted", "ignored", "results"]}
@@ -58,3 +62,27 @@ async def report_usage(request: web.Request) -> web.Response:
         results.append({"index": index, "status": "counted"})
     counted = sum(1 for result in results if result["status"] == "counted")
     return reply({"counted": counted, "ignored": len(results) - counted, "results": results})
+
+
+async def spend_report(request: web.Request) -> web.Response:
+    """Tokens per key (and cost) over a team, a user, a key or every key; a keys:self
+    caller sees its own keys only."""
+    ctx, caller = await caller_of(request)
+    query = read_query(request)
+    text = query.get("since")
+    since = period("quota_month", time.time())[0] if text is None else parse_instant(text)
+    user_id = query.get("user_id")
+    if not caller.is_admin:  # its own keys: those of its user (or owner)
+        user_id = caller.record.user_id
+    keys = await ctx.keys.store.find_keys(
+        KeyFilter(include_inactive=True, team_id=query.get("team_id"), user_id=user_id), 0.0
+    )
+    keys = [k for k in keys if caller.owns(k)]
+    if query.get("key_id"):
+        keys = [k for k in keys if k.id == query["key_id"]]
+    await ctx.usage.flush(ctx.keys.store)  # tokens still in memory: written first
+    found = spend(await ctx.keys.store.token_usage([k.id for k in keys], since),
+                  prices_of(ctx.routes.routes))  # fmt: skip
+    found["token_hours"] = [iso({"at": row["hour"], "tokens": row["tokens"]})
+                            for row in found["token_hours"]]  # fmt: skip
+    return reply({"since": iso({"at": since})["at"], **found})

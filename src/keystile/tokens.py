@@ -160,7 +160,11 @@ class TokenBudgets:
         expires = int(now + self.timeout)
         nonce = secrets.token_urlsafe(12)
         self.reservations[nonce] = Reservation(record.id, route, estimate, windows, expires)
-        return f"{record.id}.{expires}.{nonce}.{self._mac(record.id, expires, nonce)}"
+        return self.sign(record.id, expires, nonce)
+
+    def sign(self, key_id: str, expires: int, nonce: str) -> str:
+        """The reservation token the proxy carries to the report."""
+        return f"{key_id}.{expires}.{nonce}.{self._mac(key_id, expires, nonce)}"
 
     def _mac(self, key_id: str, expires: int, nonce: str) -> str:
         digest = hmac.new(self.secret, f"{key_id}.{expires}.{nonce}".encode(), hashlib.sha256)
@@ -180,42 +184,53 @@ class TokenBudgets:
             return None
         return key_id, nonce
 
+    def check(self, token: str, tokens: int, now: float) -> tuple[str, str] | None:
+        """(key id, nonce) of a report worth counting: a token keystile issued, not
+        expired, and a plausible count; None (and counted as ignored) otherwise."""
+        plausible = isinstance(tokens, int) and not isinstance(tokens, bool)
+        verified = self.verify(token, now) if plausible and 0 <= tokens <= MAX_REPORT else None
+        if verified is None:
+            self.ignored += 1
+        return verified
+
+    def account(self, key_id: str, route: str, tokens: int, now: float) -> None:
+        """Reported tokens into the usage meter (stored with the next flush)."""
+        if self.sink is not None and tokens:
+            self.sink(key_id, int(now // 3600 * 3600), route, tokens)
+
     async def report(self, token: str, tokens: int, now: float) -> bool:
         """Count ``tokens`` for the reservation ``token`` names; False when ignored
         (not one keystile issued, expired, or reported already)."""
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_REPORT:
-            self.ignored += 1
-            return False
-        verified = self.verify(token, now)
-        if verified is None or verified[1] in self.reported:
-            self.ignored += 1
+        verified = self.check(token, tokens, now)
+        if verified is None:
             return False
         key_id, nonce = verified
+        if nonce in self.reported:
+            self.ignored += 1
+            return False
         self.reported[nonce] = now + self.timeout
         held = self.reservations.pop(nonce, None)
         if held is not None:
             for entry in held.windows:
                 if entry in self.used:  # else dropped meanwhile (memory cap)
                     self.used[entry] += tokens - held.estimate
-            if self.sink is not None and tokens:
-                self.sink(key_id, int(now // 3600 * 3600), held.route, tokens)
+            self.account(key_id, held.route, tokens, now)
             return True
         # another worker's reservation (its estimate is released there): the key's
         record = None if self.record_of is None else await self.record_of(key_id)
         if record is None:
             return False
-        self.charge(record, "", tokens, now)
+        await self.charge(record, "", tokens, now)
         return True
 
-    def charge(self, record: KeyRecord, route: str, tokens: int, now: float) -> None:
+    async def charge(self, record: KeyRecord, route: str, tokens: int, now: float) -> None:
         """Count ``tokens`` spent by ``record`` with no reservation (the admin API's
         reports by request id, another worker's reservations)."""
         for owner, _, _, name, _ in owners(record):
             entry = (owner, name, window(name, now)[0])
             if entry in self.used or name == "tokens_per_minute":  # else read when needed
                 self.used[entry] = self.used.get(entry, 0) + tokens
-        if self.sink is not None and tokens:
-            self.sink(record.id, int(now // 3600 * 3600), route, tokens)
+        self.account(record.id, route, tokens, now)
 
     def prune(self, now: float) -> int:
         """Release reservations whose report never came, forget old windows and

@@ -35,7 +35,7 @@ async def report_usage(request: web.Request) -> web.Response:
     ctx = request.config_dict[ADMIN_CONTEXT].context
     assert ctx is not None, "the admin API is served only once the store is open"
     await authenticate(request, ctx.authorizer, ctx.trusted, scopes=(ADMIN, USAGE_WRITE))
-    budgets = ctx.authorizer.budgets
+    budgets = ctx.authorizer.ledger
     if budgets is None:
         raise ApiError(503, "api_error", "auth_unavailable", "token budgets are not running")
     body = await read_body(request)
@@ -58,7 +58,7 @@ async def report_usage(request: web.Request) -> web.Response:
         except Conflict:
             results.append({"index": index, "status": "duplicate"})
             continue
-        budgets.charge(record, item.get("route", ""), tokens, now)
+        await budgets.charge(record, item.get("route", ""), tokens, now)
         results.append({"index": index, "status": "counted"})
     counted = sum(1 for result in results if result["status"] == "counted")
     return reply({"counted": counted, "ignored": len(results) - counted, "results": results})

@@ -327,8 +327,9 @@ def sharing(settings: Settings) -> str:
         else:
             failing = ("while Redis is unavailable, limited keys are refused "
                        "(503 auth_unavailable, detail limits_unavailable)")  # fmt: skip
-        return f"Rate limits and quotas: {where} (prefix {settings.redis_prefix!r}); {failing}."
+        return (f"Rate limits, quotas and token budgets: {where} (prefix "
+                f"{settings.redis_prefix!r}); {failing}.")  # fmt: skip
     workers = settings.workers
     here = f" (workers: {workers}, so up to {workers}x)" if workers > 1 else ""
-    return ("Rate limits and quotas: per process (KEYSTILE_REDIS_URL not set): N workers or "
-            f"replicas admit up to N times each limit{here}.")  # fmt: skip
+    return ("Rate limits, quotas and token budgets: per process (KEYSTILE_REDIS_URL not set): "
+            f"N workers or replicas admit up to N times each limit or budget{here}.")  # fmt: skip

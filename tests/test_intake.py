@@ -9,23 +9,28 @@ import dataclasses
 import logging
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
 from aiohttp import web
 from envoy.data.accesslog.v3.accesslog_pb2 import HTTPAccessLogEntry
 from envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage, StreamAccessLogsResponse
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from keystile import config
 from keystile.clientip import TrustedProxies, parse_networks
 from keystile.errors import ConfigError
 from keystile.grpc_listener import peer_address
-from keystile.intake import MAX_TOKENS, REPORT, Intake, Malformed, reporter, usage
+from keystile.intake import MAX_TOKENS, Intake, Malformed, usage
 from keystile.intake.accesslog import AccessLogService, entry_usage
 from keystile.intake.syslog import SyslogIntake, SyslogListener, parse
-from keystile.server import make_app, make_grpc_listener
+from keystile.keys import Hasher
+from keystile.server import AUTHORIZER, make_app, make_grpc_listener, usage_report
+from keystile.service import KeyService
+from keystile.store import Store
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
 
 RES = "key_AbC123.1796700000.nonce.sig"
@@ -380,34 +385,60 @@ async def test_an_untrusted_peer_is_refused() -> None:
     assert service.tally.counts == {"untrusted": 1}
 
 
-@pytest.fixture
-def app_settings(settings: config.Settings) -> Iterator[config.Settings]:
-    yield dataclasses.replace(settings, usage_tokens_header="x-tokens")
+CHECK = "/envoy.service.auth.v3.Authorization/Check"
 
 
-async def test_keystile_s_grpc_listener_serves_the_access_log(
-    app_settings: config.Settings,
+async def reservation_for(port: int, key: str) -> str:
+    """The reservation keystile's gRPC listener hands Envoy on an allow of ``key``."""
+    request = CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path, http.host = "POST", "/v1/chat/completions", "api"
+    http.headers["x-api-key"] = key
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(CHECK, request_serializer=CheckRequest.SerializeToString,
+                                   response_deserializer=CheckResponse.FromString)  # fmt: skip
+        response: CheckResponse = await call(request, timeout=5)
+    assert response.status.code == 0, response
+    found = [option.header.value for option in response.ok_response.headers
+             if option.header.key == "x-keystile-reservation"]  # fmt: skip
+    assert len(found) == 1, response
+    return found[0]
+
+
+async def test_keystile_s_grpc_listener_settles_its_own_reservations(
+    settings: config.Settings, db_path: Path
 ) -> None:
-    app = make_app(app_settings)
-    recorder = Recorder()
-    app[REPORT] = recorder  # what the budgets set, at the latest while the app starts
+    async with await Store.open(db_path) as store:
+        made = await KeyService(store, Hasher()).create(
+            "llm", scopes=["chat"], limits={"tokens_per_day": 1000}
+        )
+    app = make_app(dataclasses.replace(settings, usage_tokens_header="x-tokens"))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     listener = make_grpc_listener(app, reuse_port=False)
     port = free_port()
     await listener.start(("127.0.0.1", port))
+    (usage,) = listener.companions
+    assert isinstance(usage, AccessLogService)
     try:
-        await send(port, message(entry(header="x-tokens"), entry()))
-        await asyncio.wait_for(recorder.arrived.wait(), 5)
-        assert recorder.calls == [(RES, 1874)]
+        first, second = [await reservation_for(port, made.key) for _ in range(2)]
+        await send(port, message(
+            entry(first, "300", header="x-tokens"),
+            entry(second, "20"),  # not the header keystile was told to read
+            entry("forged.1796700000.n.s", "5", header="x-tokens"),
+        ))  # fmt: skip
+        await send(port, message(entry(first, "300", header="x-tokens")))  # once only
+        await usage.intake.close(1.0)
+        assert usage.tally.counts == {"counted": 1, "unreported": 1, "ignored": 2}
     finally:
         await listener.close(1.0)
         await runner.cleanup()
 
 
-async def test_reporter_without_budgets_ignores() -> None:
+def test_usage_report_without_budgets_ignores() -> None:
     app = web.Application()
-    assert await reporter(app)(RES, 5) is False
+    app[AUTHORIZER] = SimpleNamespace(ledger=None)  # type: ignore[assignment]
+    assert asyncio.run(usage_report(app)(RES, 5)) is False
 
 
 # -- `keystile serve` as users run it -------------------------------------------------

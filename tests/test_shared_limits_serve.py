@@ -76,7 +76,9 @@ async def test_two_workers_sharing_redis_admit_exactly_the_limit(
         keystile.stop()
     assert answers == {"allow": LIMIT, "rate_limited": REQUESTS - LIMIT}, answers
     log = keystile.log()
-    assert "Rate limits and quotas: shared by every worker and replica in Redis" in log, log
+    assert (
+        "Rate limits, quotas and token budgets: shared by every worker and replica in Redis" in log
+    ), log
 
 
 async def test_two_workers_without_redis_overshoot_and_say_so(tmp_path: Path) -> None:
@@ -125,8 +127,8 @@ def test_config_check_says_where_limits_are_counted(tmp_path: Path) -> None:
 
     alone = check()
     assert (
-        "Rate limits and quotas: per process (KEYSTILE_REDIS_URL not set): N workers or "
-        "replicas admit up to N times each limit (workers: 3, so up to 3x)."
+        "Rate limits, quotas and token budgets: per process (KEYSTILE_REDIS_URL not set): N "
+        "workers or replicas admit up to N times each limit or budget (workers: 3, so up to 3x)."
     ) in alone
     secret = "pw-config-check"
     shared = check(KEYSTILE_REDIS_URL=f"redis://app:{secret}@cache:6379/1",

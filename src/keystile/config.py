@@ -83,6 +83,16 @@ def _sources(value: Any) -> tuple[Any, ...]:
     return sources
 
 
+def _tokens(value: Any) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError("a whole number of tokens, e.g. 1000") from None
+    if not 0 <= number <= 10**9:
+        raise ValueError("from 0 to 1000000000")
+    return number
+
+
 def _positive(kind: type[int] | type[float]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         try:
@@ -450,6 +460,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("usage_flush_interval", None, "usage.flush_interval", "2",
             "Seconds between writes of usage counts (and once more at shutdown).",
             _positive(float)),
+    Setting("token_estimate", "KEYSTILE_TOKEN_ESTIMATE", "usage.token_estimate", "0",
+            "Tokens a request of a key with a token budget reserves until its usage is "
+            "reported, on routes that set no token_estimate (see docs/token-budgets.md).",
+            _tokens),
+    Setting("reservation_timeout", None, "usage.reservation_timeout", "300",
+            "Seconds a token reservation waits for its usage report before its estimate "
+            "is given back.", _positive(float)),
     Setting("max_staleness", None, "cache.max_staleness", "5",
             "Seconds without a change-log read after which cached keys are not trusted "
             "(fail closed while the store is down).", _positive(float)),
@@ -505,6 +522,8 @@ class Settings:
     poll_interval: float = 0.5
     max_staleness: float = 5.0
     usage_flush_interval: float = 2.0
+    token_estimate: int = 0
+    reservation_timeout: float = 300.0
     session_cookie_secure: bool = True
     session_idle_timeout: float = 3600.0
     session_absolute_timeout: float = 43200.0

@@ -62,8 +62,10 @@ IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owne
                     "X-Keystile-Scopes", "X-Keystile-Route", "X-Keystile-User-Id",
                     "X-Keystile-User", "X-Keystile-User-Email", "X-Keystile-User-Role")  # fmt: skip
 LOGIN_PATH = "/_keystile/login"
-# Never passed upstream: a proxy credential is the client's, whatever it holds.
-ALWAYS_STRIPPED = ("proxy-authorization",)
+RESERVATION_HEADER = "X-Keystile-Reservation"  # a token budget's reservation (keystile.tokens)
+# Never passed upstream from the client: a proxy credential is the client's, whatever
+# it holds; a reservation only keystile hands out.
+ALWAYS_STRIPPED = ("proxy-authorization", RESERVATION_HEADER.lower())
 
 _STATE_REASONS = {
     EXPIRED: reasons.EXPIRED_API_KEY,
@@ -97,6 +99,7 @@ class Decision:
     rate: RateInfo | None = None  # the tightest rate limit, for X-RateLimit-*
     location: str | None = None  # a browser to send to the sign-in page (a denial)
     cookie: str | None = None  # an allow: the Cookie line for the upstream (None: none sent)
+    reservation: str | None = None  # an allow: the token budgets' reservation (its report's)
 
     @property
     def outcome(self) -> Outcome:
@@ -140,6 +143,8 @@ class Limits:
     quota_retry: int | None = None  # a quota is spent: seconds until it resets
     rate_retry: int | None = None  # a rate limit is spent: seconds until one more fits
     rate: RateInfo | None = None
+    # token budgets: (the budget's reason, tokens left, seconds until its window resets)
+    tokens: tuple[tuple[Reason, int, int], ...] = ()
 
 
 class Grant(NamedTuple):
@@ -246,8 +251,10 @@ class Rules:
         credential_params: frozenset[str] = DEFAULT_CREDENTIAL_PARAMS,
         credential_cookies: frozenset[str] = DEFAULT_CREDENTIAL_COOKIES,
         sessions: SessionRules = SessionRules(),
+        token_estimate: int = 0,
     ) -> None:
         self.routes = routes
+        self.token_estimate = token_estimate  # a route's when it names none
         self.sessions = sessions
         self.sources = tuple(sources)
         self.semicolons = semicolons  # ';' in a path is a plain character upstream
@@ -425,13 +432,25 @@ class Rules:
             return Decision(reasons.IP_NOT_ALLOWED, record)
         return None
 
-    @staticmethod
-    def limit(record: KeyRecord, route: Route | None, limits: Limits | None) -> Decision:
-        """Quotas first, then rate limits; an allow when neither is spent."""
+    def estimate(self, route: Route | None) -> int:
+        """Tokens a request on ``route`` reserves until its usage is reported."""
+        if route is not None and route.token_estimate is not None:
+            return route.token_estimate
+        return self.token_estimate
+
+    def limit(self, record: KeyRecord, route: Route | None, limits: Limits | None) -> Decision:
+        """Quotas first, then token budgets, then rate limits; an allow when none is
+        spent. A token budget is spent when the route's estimate (at least one
+        token) no longer fits in what is left of it."""
         if limits is None:
             return Decision(None, record, route)
         if limits.quota_retry is not None:
             return Decision(reasons.QUOTA_EXCEEDED, record, route, limits.quota_retry)
+        if limits.tokens:
+            estimate = self.estimate(route)
+            for reason, left, retry in limits.tokens:
+                if left < max(estimate, 1):
+                    return Decision(reason, record, route, retry)
         if limits.rate_retry is not None:
             return Decision(reasons.RATE_LIMITED, record, route, limits.rate_retry, limits.rate)
         return Decision(None, record, route, rate=limits.rate)

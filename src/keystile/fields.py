@@ -65,7 +65,8 @@ _LIFETIME_RE = re.compile(LIFETIME_PATTERN)
 _GROUP_NAME_RE = re.compile(GROUP_NAME_PATTERN)
 
 # -- limits -------------------------------------------------------------------------------
-LIMIT_NAMES = ("per_second", "per_minute", "per_hour", "per_day", "quota_day", "quota_month")
+LIMIT_NAMES = ("per_second", "per_minute", "per_hour", "per_day", "quota_day", "quota_month",
+               "tokens_per_minute", "tokens_per_day", "tokens_per_month")  # fmt: skip
 MAX_LIMIT = 10**12
 
 # -- allowlists ---------------------------------------------------------------------------

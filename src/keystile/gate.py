@@ -26,6 +26,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
@@ -43,13 +45,21 @@ from keystile.metrics import Metrics
 from keystile.model import KeyRecord
 from keystile.policy import InvalidKeyThrottle, RateCheck, RateLimiter, SlidingWindowLimiter
 from keystile.quotas import Quotas
+from keystile.shared_budgets import SharedBudgets
 from keystile.shared_limits import SharedLimits
+from keystile.tokens import TokenBudgets
 from keystile.usage import UsageMeter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Answer = tuple[Decision, Entry | None]
 log = logging.getLogger("keystile.gate")
 QUOTA_READ_TIMEOUT = 0.5  # seconds: a quota's stored usage not read by then fails closed (503)
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """A background step whose failure is logged elsewhere (Redis outages are)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def rules_of(settings: Settings) -> Rules:
@@ -59,7 +69,8 @@ def rules_of(settings: Settings) -> Rules:
     return Rules(settings.routes, settings.credential_headers,
                  semicolons=settings.path_semicolons,
                  credential_params=settings.credential_params,
-                 credential_cookies=settings.credential_cookies, sessions=sessions)  # fmt: skip
+                 credential_cookies=settings.credential_cookies, sessions=sessions,
+                 token_estimate=settings.token_estimate)  # fmt: skip
 
 
 class Authorizer:
@@ -75,8 +86,12 @@ class Authorizer:
         invalid: InvalidKeyThrottle | None = None,
         sessions: CachedLookup | None = None,
         shared: SharedLimits | None = None,
+        budgets: TokenBudgets | None = None,
+        shared_budgets: SharedBudgets | None = None,
     ) -> None:
         self.rules = rules
+        self.budgets = budgets  # None: token budgets are not enforced (tests of other parts)
+        self.shared_budgets = shared_budgets  # in Redis, beside shared limits
         self.shared = shared  # None: limits are counted in this process only
         self.keys = keys
         self.sessions = sessions  # None: no session is ever found
@@ -100,16 +115,83 @@ class Authorizer:
         record = entry.record
         if not record.limited:
             return self.rules.decide(screened, record, None, now), entry
+        budgets = self.budgets if record.has_budgets else None
+        if budgets is not None:
+            await self.load_budgets(budgets, record, now)
         if self.shared is not None:
-            decision = self.rules.decide(screened, record, None, now)  # all but the limits
-            if decision.reason is None:
-                decision = self.rules.decide(screened, record, await self.take(record, now), now)
-            return decision, entry
+            return await self.shared_path(screened, record, now), entry
         limits, check = await self.limits(record, now)
+        if budgets is not None:  # no await from here to the reservation
+            limits = replace(limits, tokens=budgets.state(record, now))
         decision = self.rules.decide(screened, record, limits, now)
         if decision.reason is None:
             self.count(record, check, now)
+            decision = self.reserve(decision, now)
         return decision, entry
+
+    async def shared_path(self, screened: Presented, record: KeyRecord, now: float) -> Decision:
+        """Limits in Redis: the core first judges all but the limits; then the token
+        budgets reserve (in Redis, or here without shared budgets), then rate limits
+        and quotas are checked and counted; a refusal there gives the reservation back."""
+        decision = self.rules.decide(screened, record, None, now)
+        if decision.reason is not None:
+            return decision
+        token, shared = None, self.shared_budgets
+        if record.has_budgets and shared is not None:
+            route = decision.route
+            token, spent = await shared.reserve(record, "" if route is None else route.name,
+                                                self.rules.estimate(route), now)  # fmt: skip
+            if token is None:
+                return self.rules.decide(screened, record, spent, now)
+        elif record.has_budgets and self.budgets is not None:
+            spent = Limits(tokens=self.budgets.state(record, now))
+            decision = self.rules.decide(screened, record, spent, now)
+            if decision.reason is not None:
+                return decision
+        try:
+            decision = self.rules.decide(screened, record, await self.take(record, now), now)
+        except BaseException:
+            if token is not None and shared is not None:
+                self._give_back(shared, token, now)
+            raise
+        if token is None:
+            return self.reserve(decision, now)
+        if decision.reason is not None:  # a rate limit or quota refused after all
+            assert shared is not None
+            self._give_back(shared, token, now)
+            return decision
+        return replace(decision, reservation=token)
+
+    def _give_back(self, shared: SharedBudgets, token: str, now: float) -> None:
+        """A reservation of a request refused after all: reported as 0 tokens."""
+        task = asyncio.ensure_future(shared.report(token, 0, now))
+        task.add_done_callback(_quiet)
+
+    @property
+    def ledger(self) -> SharedBudgets | TokenBudgets | None:
+        """Where token reports go: Redis's shared budgets, else this process's."""
+        return self.shared_budgets if self.shared_budgets is not None else self.budgets
+
+    async def load_budgets(self, budgets: TokenBudgets, record: KeyRecord, now: float) -> None:
+        """Read the stored tokens of the key's day and month windows not in memory yet
+        (bounded like a key lookup: fail closed)."""
+        if not budgets.loaded(record, now):
+            try:
+                await asyncio.wait_for(budgets.load(record, now), QUOTA_READ_TIMEOUT)
+            except TimeoutError:
+                raise StoreUnavailable("reading stored tokens for a budget timed out") from None
+
+    def reserve(self, decision: Decision, now: float) -> Decision:
+        """An allow of a key with token budgets: its estimate held, the token attached."""
+        record, budgets = decision.record, self.budgets
+        if decision.reason is not None or record is None or budgets is None:
+            return decision
+        if not record.has_budgets:
+            return decision
+        route = decision.route
+        token = budgets.reserve(record, "" if route is None else route.name,
+                                self.rules.estimate(route), now)  # fmt: skip
+        return replace(decision, reservation=token)
 
     def unknown(self, request: Presented, now: float) -> Decision:
         """An unknown key: 401, or 429 once its address has sent too many."""

@@ -82,7 +82,7 @@ class CheckService:
         reason, record = decision.reason, decision.record
         if reason is None and record is not None:
             route = decision.route
-            if entry is None or decision.cookie is not None:
+            if entry is None or decision.cookie is not None or decision.reservation is not None:
                 return serialized(decision, self.rules.grant(record, route))
             kept: bytes | None = entry.reply(envoy_grpc.NAME, route)
             if kept is None:

@@ -93,6 +93,7 @@ class KeyRecord:
     granted: tuple[str, ...] = field(init=False, default=())  # own scopes and groups'
     limited: bool = field(init=False, default=False)  # any rate limit or quota, key or team
     has_quotas: bool = field(init=False, default=False)
+    has_budgets: bool = field(init=False, default=False)  # a token budget, key or team
 
     def __post_init__(self) -> None:
         granted = set(self.scopes)
@@ -103,6 +104,7 @@ class KeyRecord:
         limits = [*self.limits, *(self.team.limits if self.team else ())]
         object.__setattr__(self, "limited", bool(limits))
         object.__setattr__(self, "has_quotas", any(name.startswith("quota_") for name in limits))
+        object.__setattr__(self, "has_budgets", any(name.startswith("tokens_") for name in limits))
 
     @property
     def bound_credential(self) -> str | None:

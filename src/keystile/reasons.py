@@ -137,6 +137,12 @@ IP_NOT_ALLOWED = Reason(
 )
 RATE_LIMITED = Reason("rate_limited", "rate_limit", _429, _RATE, "Rate limit exceeded.")
 QUOTA_EXCEEDED = Reason("quota_exceeded", "quota", _429, _RATE, "Quota exceeded.")
+TOKENS_PER_MINUTE = Reason("quota_exceeded", "tokens_per_minute", _429, _RATE,
+                           "Token budget exceeded: tokens_per_minute is spent.")  # fmt: skip
+TOKENS_PER_DAY = Reason("quota_exceeded", "tokens_per_day", _429, _RATE,
+                        "Token budget exceeded: tokens_per_day is spent.")  # fmt: skip
+TOKENS_PER_MONTH = Reason("quota_exceeded", "tokens_per_month", _429, _RATE,
+                          "Token budget exceeded: tokens_per_month is spent.")  # fmt: skip
 INVALID_KEYS = Reason(
     "rate_limited",
     "invalid_keys",
@@ -184,7 +190,8 @@ REASONS: tuple[Reason, ...] = (
     DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, CREDENTIAL_NOT_ALLOWED,
     NO_CREDENTIAL, AMBIGUOUS_PATH, UNKNOWN_TARGET,
     UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
-    MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, INVALID_KEYS,
+    MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, TOKENS_PER_MINUTE,
+    TOKENS_PER_DAY, TOKENS_PER_MONTH, INVALID_KEYS,
     LOGIN_REQUIRED, INVALID_SESSION, SESSION_EXPIRED, SESSION_NOT_ALLOWED, CROSS_SITE_REQUEST,
     STORE_UNAVAILABLE, LIMITS_UNAVAILABLE,
     INTERNAL_ERROR,

@@ -22,7 +22,9 @@ _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade")
 RESERVED_HEADERS = frozenset({"host", "content-length", "proxy-authorization", *_HOP_BY_HOP})
 RESERVED_PREFIX = "x-keystile-"
-ROUTE_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "inject", "sessions"})
+ROUTE_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "inject", "sessions",
+                        "token_estimate", "price_per_1k_tokens"})  # fmt: skip
+MAX_TOKEN_ESTIMATE = 10**9
 
 
 class Secret:
@@ -82,6 +84,10 @@ class Route:
     # headers whose value is the named upstream credential the key (else its team)
     # is bound to: (header, slot)
     slots: tuple[tuple[str, Slot], ...] = ()
+    # token budgets: tokens reserved for a request before its usage is reported
+    # (None: the usage.token_estimate setting), and its price (a cost column)
+    token_estimate: int | None = None
+    price_per_1k_tokens: float | None = None
 
     def matches(self, method: str, host: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -255,6 +261,15 @@ def _route(
     sessions = raw.get("sessions", False)
     if not isinstance(sessions, bool):
         errors.append(f"{where}.sessions={sessions!r}: true or false")
+    estimate = raw.get("token_estimate")
+    if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, int)
+                                 or not 0 <= estimate <= MAX_TOKEN_ESTIMATE):  # fmt: skip
+        errors.append(f"{where}.token_estimate={estimate!r}: a whole number of tokens, "
+                      f"0 to {MAX_TOKEN_ESTIMATE}")  # fmt: skip
+    price = raw.get("price_per_1k_tokens")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)
+                              or not 0 <= price < 10**6 or price != price):  # fmt: skip
+        errors.append(f"{where}.price_per_1k_tokens={price!r}: a price such as 0.002")
     inject: list[tuple[str, Secret]] = []
     slots: list[tuple[str, Slot]] = []
     injections = raw.get("inject", {})
@@ -289,6 +304,8 @@ def _route(
         inject=tuple(inject),
         sessions=sessions is True,
         slots=tuple(slots),
+        token_estimate=estimate,
+        price_per_1k_tokens=None if price is None else float(price),
     )
 
 

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from aiohttp import web
+from cachetools import TTLCache
 
 from keystile import heap, logs, ports
 from keystile.accounts import AccountService
@@ -22,21 +23,24 @@ from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
-from keystile.errors import ConfigError, StoreError
+from keystile.errors import ConfigError, LimitsUnavailable, NotFound, StoreError
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
-from keystile.intake import reporter
+from keystile.intake import Report
 from keystile.intake.syslog import SyslogListener
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
+from keystile.model import KeyRecord
 from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionLookup, SessionService
+from keystile.shared_budgets import SharedBudgets
 from keystile.shared_limits import connect, sharing
 from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from keystile.tokens import TokenBudgets
 from keystile.urls import redact
 from keystile.usage import UsageMeter
 from keystile.web import oidc as oidc_pages
@@ -181,10 +185,46 @@ async def _flush_forever(app: web.Application, interval: float) -> None:
             log.warning("usage flush failed, kept for the next one: %s", exc)
         now = time.time()
         app[AUTHORIZER].limiter.prune(now)
+        ledger = app[AUTHORIZER].ledger
+        if isinstance(ledger, SharedBudgets):
+            try:  # any replica's unreported reservations, given back
+                if not ledger.started:
+                    await _share_the_secret(ledger)
+                await ledger.prune(now)
+            except LimitsUnavailable:
+                pass  # logged by shared limits; the next sweep tries again
+        elif ledger is not None:
+            ledger.prune(now)
         throttle = app[AUTHORIZER].invalid
         if throttle is not None:
             throttle.prune(now)
         app[DENIALS].tick()
+
+
+async def _share_the_secret(budgets: SharedBudgets) -> None:
+    """Sign token reservations with the secret every replica shares (in Redis);
+    until Redis answers, with this process's own (reports then count here only)."""
+    try:
+        await budgets.start()
+    except Exception as exc:
+        log.error("token reservations are signed by this process only until Redis answers: %s",
+                  redact(str(exc)))  # fmt: skip
+
+
+def key_by_id(store: Store) -> Callable[[str], Awaitable[KeyRecord | None]]:
+    """A key's record by id, remembered a minute (token reports for another
+    worker's reservations name the key, not its hash)."""
+    known: TTLCache[str, KeyRecord | None] = TTLCache(10_000, 60)
+
+    async def find(key_id: str) -> KeyRecord | None:
+        if key_id not in known:
+            try:
+                known[key_id] = await store.get_key(key_id)
+            except NotFound:
+                known[key_id] = None
+        return known.get(key_id)
+
+    return find
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -232,9 +272,14 @@ def make_app(settings: Settings) -> web.Application:
             shared = connect(settings.redis_url, settings.redis_prefix,
                              fallback=settings.redis_unavailable == "local",
                              timeout=settings.redis_timeout)  # fmt: skip
+        budgets = TokenBudgets(store.tokens_since, timeout=settings.reservation_timeout,
+                               sink=app[USAGE].add_tokens, record_of=key_by_id(store))  # fmt: skip
+        shared_budgets = None if shared is None else SharedBudgets(shared, budgets)
+        if shared_budgets is not None:
+            await _share_the_secret(shared_budgets)
         authorizer = app[AUTHORIZER] = Authorizer(
             rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions,
-            shared=shared,
+            shared=shared, budgets=budgets, shared_budgets=shared_budgets,
         )  # fmt: skip
         signing = SessionService(
             store,
@@ -400,7 +445,7 @@ async def _serve(
             closing.append(grpc)
             await grpc.start(settings.grpc_listen)
         if settings.usage_syslog_listen is not None:  # nginx's usage lines
-            syslog = SyslogListener(reporter(app))
+            syslog = SyslogListener(usage_report(app))
             closing.append(syslog)
             await syslog.start(settings.usage_syslog_listen, reuse_port)
         who = "" if worker is None else f"worker {worker}: "
@@ -428,6 +473,16 @@ async def _serve(
             shared.publish()
 
 
+def usage_report(app: web.Application) -> Report:
+    """What the usage intake calls: the token budgets' report, now."""
+
+    async def report(reservation: str, tokens: int) -> bool:
+        ledger = app[AUTHORIZER].ledger
+        return False if ledger is None else await ledger.report(reservation, tokens, time.time())
+
+    return report
+
+
 def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
     """The gRPC listener on the same path as the HTTP dialects (grpcio imported here)."""
     from keystile.adapters import envoy_grpc
@@ -443,7 +498,7 @@ def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
 
     listener = GrpcListener(service, ready, reuse_port)
     # Envoy's usage (the access-log service), on the same port as its checks
-    usage = AccessLogService(reporter(app), service.trusted, peer_address,
+    usage = AccessLogService(usage_report(app), service.trusted, peer_address,
                              settings.usage_tokens_header)  # fmt: skip
     usage.add_to(listener.server)
     listener.companions.append(usage)

@@ -129,8 +129,9 @@ class SharedLimits:
         self._told = False  # an outage line was logged since Redis last answered
         self.prefix = prefix
         self.timeout = timeout
-        self.sha = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()  # its name
-        self._queue: list[tuple[list[str], list[Any], Any]] = []  # calls of this loop turn
+        self.scripts: dict[str, str] = {}  # SHA-1 (as Redis names a script) -> its text
+        self.sha = self.script(SCRIPT)
+        self._queue: list[tuple[str, list[str], list[Any], Any]] = []  # calls of this loop turn
         self._sending: set[Any] = set()  # pipelines in flight (tasks kept referenced)
         self._plans: dict[int, tuple[KeyRecord, _Plan]] = {}  # id(record): as the limiter's
 
@@ -159,9 +160,9 @@ class SharedLimits:
         read it, where a quota counter Redis does not hold yet starts. Raises
         :class:`LimitsUnavailable` when Redis fails or takes longer than the timeout."""
 
-        from redis.exceptions import RedisError
-
         plan = self._plan(record)
+        if not plan.rates and not plan.quotas:  # token budgets only: counted elsewhere
+            return Limits()
         keys: list[str] = []
         args: list[Any] = [len(plan.rates)]
         for name, per, limit in plan.rates:
@@ -175,18 +176,7 @@ class SharedLimits:
             keys.append(f"{self.prefix}quota:{owner}:{name}:{int(start)}")
             ttl = math.ceil((end - now + QUOTA_TTL_MARGIN) * 1000)
             args += [limit, stored.get((owner, name, start), 0), ttl]
-        try:
-            reply = await self._call(keys, args)
-        except TimeoutError:
-            raise self._failed(f"Redis did not answer within {self.timeout} s") from None
-        except (RedisError, OSError) as exc:
-            message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
-            raise self._failed(f"Redis failed: {type(exc).__name__}: {message}") from None
-        if self.failures:
-            if self._told:
-                log.warning("Redis answers again (%d requests failed): rate limits and quotas "
-                            "are shared again", self.failures)  # fmt: skip
-            self.failures, self._told = 0, False
+        reply = await self.run(self.sha, keys, args)
         _, quota_spent, rate_spent, oldest, tight, left = (int(value) for value in reply)
         quota_retry = None
         if quota_spent:
@@ -202,7 +192,32 @@ class SharedLimits:
             rate = RateInfo(limit, left, per)  # reset: all counted now has left (one period)
         return Limits(quota_retry, None, rate)
 
-    async def _call(self, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """:meth:`call`, its failures as :class:`LimitsUnavailable` (logged as such),
+        and a line when Redis answers again after an outage."""
+        from redis.exceptions import RedisError
+
+        try:
+            reply = await self.call(sha, keys, args)
+        except TimeoutError:
+            raise self._failed(f"Redis did not answer within {self.timeout} s") from None
+        except (RedisError, OSError) as exc:
+            message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
+            raise self._failed(f"Redis failed: {type(exc).__name__}: {message}") from None
+        if self.failures:
+            if self._told:
+                log.warning("Redis answers again (%d requests failed): rate limits and quotas "
+                            "are shared again", self.failures)  # fmt: skip
+            self.failures, self._told = 0, False
+        return reply
+
+    def script(self, text: str) -> str:
+        """Register a script; its SHA, for :meth:`call`."""
+        sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        self.scripts[sha] = text
+        return sha
+
+    async def call(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for one decision, within the timeout. Calls made in one
         turn of the event loop go to Redis together, as one pipeline (each script
         still runs atomically on its own): a burst costs one round trip and one
@@ -211,7 +226,7 @@ class SharedLimits:
 
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((keys, args, future))
+        self._queue.append((sha, keys, args, future))
         if len(self._queue) == 1:
             loop.call_soon(self._send)
         timer = loop.call_later(self.timeout, _expire, future)
@@ -228,7 +243,7 @@ class SharedLimits:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _run(self, batch: list[tuple[list[str], list[Any], Any]]) -> None:
+    async def _run(self, batch: list[tuple[str, list[str], list[Any], Any]]) -> None:
         """One pipeline of EVALSHA calls; the script loaded (and those calls sent
         again) when Redis does not know it yet (a new or restarted Redis)."""
         from redis.exceptions import NoScriptError
@@ -236,11 +251,12 @@ class SharedLimits:
         try:
             replies = await self._pipeline(batch)
             if any(isinstance(reply, NoScriptError) for reply in replies):
-                await self.client.script_load(SCRIPT)
+                for text in {self.scripts[sha] for sha, _, _, _ in batch}:
+                    await self.client.script_load(text)
                 replies = await self._pipeline(batch)
         except Exception as exc:  # the connection or Redis failed: every call of the batch
             replies = [exc] * len(batch)
-        for (_, _, future), reply in zip(batch, replies, strict=True):
+        for (_, _, _, future), reply in zip(batch, replies, strict=True):
             if future.done():  # timed out meanwhile
                 continue
             if isinstance(reply, Exception):
@@ -248,10 +264,10 @@ class SharedLimits:
             else:
                 future.set_result(reply)
 
-    async def _pipeline(self, batch: list[tuple[list[str], list[Any], Any]]) -> list[Any]:
+    async def _pipeline(self, batch: list[tuple[str, list[str], list[Any], Any]]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        for sha, keys, args, _ in batch:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
     def _failed(self, why: str) -> LimitsUnavailable:
@@ -311,8 +327,9 @@ def sharing(settings: Settings) -> str:
         else:
             failing = ("while Redis is unavailable, limited keys are refused "
                        "(503 auth_unavailable, detail limits_unavailable)")  # fmt: skip
-        return f"Rate limits and quotas: {where} (prefix {settings.redis_prefix!r}); {failing}."
+        return (f"Rate limits, quotas and token budgets: {where} (prefix "
+                f"{settings.redis_prefix!r}); {failing}.")  # fmt: skip
     workers = settings.workers
     here = f" (workers: {workers}, so up to {workers}x)" if workers > 1 else ""
-    return ("Rate limits and quotas: per process (KEYSTILE_REDIS_URL not set): N workers or "
-            f"replicas admit up to N times each limit{here}.")  # fmt: skip
+    return ("Rate limits, quotas and token budgets: per process (KEYSTILE_REDIS_URL not set): "
+            f"N workers or replicas admit up to N times each limit or budget{here}.")  # fmt: skip

@@ -135,7 +135,8 @@ class AuthListener:
         written per request."""
         reason = decision.reason
         record = decision.record
-        if reason is None and record is not None and entry is not None and decision.cookie is None:
+        if (reason is None and record is not None and entry is not None and decision.cookie is None
+                and decision.reservation is None):  # fmt: skip
             name, route = gate.adapter.name, decision.route
             head = entry.reply(name, route)
             if head is None:

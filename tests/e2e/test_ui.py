@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.e2e.browser import browser, screenshot  # noqa: F401 - the shared fixture
-from tests.e2e.harness import Stack, running_stack
+from tests.e2e.harness import Stack, request, running_stack
 
 ADMIN_PW = "root pass phrase 4711"
 MEMBER_PW = "bea pass phrase 0815"
@@ -39,6 +40,7 @@ format = "Bearer {}"
 name = "chat"
 path = "/v1/chat/*"
 scopes = ["chat"]
+price_per_1k_tokens = 0.002
 [routes.inject]
 Authorization = { credentials = ["openai-a", "openai-b"], default = "openai-a" }
 
@@ -129,6 +131,7 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
     go(page, stack, "/teams")
     page.fill("#name", "ml")
     page.fill("#limit_per_minute", "600")
+    page.fill("#limit_tokens_per_day", "100000")
     page.click("text=Create the team")
     page.wait_for_url(re.compile(r"/teams/team_"))
     go(page, stack, "/teams")
@@ -203,8 +206,19 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
     page.wait_for_selector("text=The key is revoked")
     assert stack.request("GET", "/v1/chat/x", [("Authorization", f"Bearer {new_key}")]
                          ).status == 401  # fmt: skip
+    # a gateway reports what the key's requests spent (POST /api/v1/usage)
+    made = stack.keystile.cli("keys", "create", "--name", "gateway", "--scope", "usage:write",
+                              "--json")  # fmt: skip
+    gateway = orjson.loads(made.stdout)["key"]
+    body = orjson.dumps({"reports": [{"key_id": new_id, "request_id": "r-1", "tokens": 1500,
+                                      "route": "chat"}]})  # fmt: skip
+    sent = request(stack.keystile.port, "POST", "/api/v1/usage",
+                   [("Authorization", f"Bearer {gateway}"),
+                    ("Content-Type", "application/json")], body)  # fmt: skip
+    assert sent.status == 200, sent.text()
     go(page, stack, "/activity")
-    assert "Busiest keys" in page.content()
+    assert "Busiest keys" in page.content() and "Tokens reported" in page.content()
+    assert "0.0030" in page.content()  # 1,500 tokens at 0.002 per 1,000
     snap(page, "activity", tmp_path)
     for path, name in (("/users", "users"), ("/groups", "groups")):
         go(page, stack, path)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from keystile.admin import accounts as acc
 from keystile.admin import keys
+from keystile.admin import usage as usage_api
 from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
 from keystile.admin.http import MAX_BODY, errors, reply
 from keystile.admin.openapi import _list_of, _ref, document
@@ -70,6 +71,15 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", K + "/{key_id}/usage", keys.key_usage,
              "Requests of a key: allowed, denied by reason, per route, per hour",
              {"type": "object", "required": ["key_id", "allowed"]}, query={"since": INSTANT}),
+    Endpoint("POST", f"{PREFIX}/usage", usage_api.report_usage,
+             "Report tokens spent (scope usage:write): by reservation, or by key and "
+             "request id; idempotent", usage_api.USAGE_RESULT,
+             body=_ref("UsageReports")),
+    Endpoint("GET", f"{PREFIX}/spend", usage_api.spend_report,
+             "Tokens reported per key, route and hour, and their cost (routes' "
+             "price_per_1k_tokens); since defaults to this month's start",
+             {"type": "object", "required": ["since", "tokens"]},
+             query={"team_id": FILTER, "user_id": FILTER, "key_id": FILTER, "since": INSTANT}),
     Endpoint("POST", f"{PREFIX}/explain", keys.explain_request,
              "What keystile would decide for a key on a request, and why (counts nothing)",
              {"type": "object", "required": ["allowed", "reason", "why"]},

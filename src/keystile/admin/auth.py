@@ -67,9 +67,10 @@ class Caller:
                        f"{detail}")  # fmt: skip
 
 
-async def authenticate(request: web.Request, authorizer: Authorizer, trusted: TrustedProxies
-                       ) -> Caller:  # fmt: skip
-    """The caller, judged as on the auth path (state, expiry, IP allowlist, limits)."""
+async def authenticate(request: web.Request, authorizer: Authorizer, trusted: TrustedProxies,
+                       scopes: tuple[str, ...] = (ADMIN, SELF_SERVICE)) -> Caller:  # fmt: skip
+    """The caller, judged as on the auth path (state, expiry, IP allowlist, limits),
+    holding one of ``scopes``."""
     client_ip = trusted.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
     decision, _ = await authorizer.caller(request.headers, client_ip)
     reason, record = decision.reason, decision.record
@@ -77,9 +78,9 @@ async def authenticate(request: web.Request, authorizer: Authorizer, trusted: Tr
         assert reason is not None
         raise ApiError(reason.outcome.value, reason.type, reason.code, reason.message)
     caller = Caller(record)
-    if not caller.is_admin and SELF_SERVICE not in record.granted:
+    if not caller.is_admin and not any(scope in record.granted for scope in scopes):
         raise ApiError(403, "permission_error", "insufficient_scope",
-                       "the admin API needs a key with scope admin or keys:self")  # fmt: skip
+                       f"this needs a key with scope {' or '.join(scopes)}")  # fmt: skip
     return caller
 
 

@@ -19,7 +19,7 @@ from keystile.explain import explain
 from keystile.service import UNSET
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
-from keystile.usage import summarize
+from keystile.usage import prices_of, spend, summarize
 
 
 def view(record: KeyRecord, **extra: Any) -> dict[str, Any]:
@@ -155,8 +155,13 @@ async def key_usage(request: web.Request) -> web.Response:
     record = await ctx.keys.store.get_key(record.id)  # with the last-used time just written
     summary = summarize(await ctx.keys.store.usage(record.id, since))
     summary["hours"] = [iso({**row, "at": row.pop("hour")}) for row in summary["hours"]]  # type: ignore[attr-defined]
+    tokens = spend(
+        await ctx.keys.store.token_usage([record.id], since), prices_of(ctx.routes.routes)
+    )
+    tokens["token_hours"] = [iso({"at": row["hour"], "tokens": row["tokens"]})
+                             for row in tokens["token_hours"]]  # fmt: skip
     return reply({"key_id": record.id, "last_used_at": iso(view(record))["last_used_at"],
-                  **summary})  # fmt: skip
+                  **summary, **tokens})  # fmt: skip
 
 
 async def explain_request(request: web.Request) -> web.Response:

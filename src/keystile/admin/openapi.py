@@ -6,6 +6,7 @@ from collections.abc import Collection
 from typing import Any
 
 from keystile import __version__, fields
+from keystile.tokens import MAX_REPORT
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -38,12 +39,36 @@ def _body(properties: dict[str, Any], required: tuple[str, ...] = (),
     return schema
 
 
+# POST /usage: token reports (admin/usage.py)
+MAX_REPORTS = 1000
+REPORT = {
+    "type": "object", "additionalProperties": False, "required": ["tokens"],
+    "properties": {
+        "tokens": {"type": "integer", "minimum": 0, "maximum": MAX_REPORT},
+        "reservation": {"type": "string", "minLength": 1, "maxLength": 120,
+                        "pattern": "^[A-Za-z0-9._-]+$"},
+        "key_id": fields.ID, "request_id": fields.IDEMPOTENCY_KEY,
+        "route": {"type": "string", "maxLength": 64, "pattern": "^[a-z0-9_.-]*$"},
+    },
+    # a reservation, or a key and the caller's request id: one of them
+    "oneOf": [{"required": ["reservation"], "not": {"anyOf": [{"required": ["key_id"]},
+                                                              {"required": ["request_id"]}]}},
+              {"required": ["key_id", "request_id"], "not": {"required": ["reservation"]}}],
+}  # fmt: skip
+USAGE_REPORTS = {
+    "type": "object", "additionalProperties": False, "required": ["reports"],
+    "properties": {"reports": {"type": "array", "minItems": 1, "maxItems": MAX_REPORTS,
+                               "items": REPORT}},
+}  # fmt: skip
+
+
 # Request bodies: the API validates every request against these (admin/validation.py).
 REQUESTS: dict[str, Any] = {
     "KeyCreate": _body({**KEY_FIELDS, "owner": fields.text_schema("who the key is for"),
                         "user_id": fields.ID}, ("name",), NOT_BOTH_EXPIRIES),
     "KeyInput": _body({**KEY_FIELDS, "enabled": {"type": "boolean"}}, (), NOT_BOTH_EXPIRIES),
     "Rotate": _body({"grace": fields.GRACE}),
+    "UsageReports": USAGE_REPORTS,
     "Explain": _body({"key_id": fields.ID, "url": fields.URL, "method": fields.METHOD,
                       "client_ip": fields.ADDRESS}, ("key_id", "url")),
     "TeamCreate": _body(TEAM_FIELDS, ("name",)),

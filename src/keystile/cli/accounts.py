@@ -6,6 +6,7 @@ import argparse
 import getpass
 import secrets
 import sys
+import time
 from typing import Any
 
 from keystile.cache import CachedLookup
@@ -18,9 +19,11 @@ from keystile.errors import InvalidInput
 from keystile.explain import explain
 from keystile.gate import Authorizer, rules_of
 from keystile.lookup import KeyLookup
+from keystile.quotas import period
 from keystile.static_keys import StaticKeys
+from keystile.store import KeyFilter
 from keystile.store.records import ROLES
-from keystile.usage import summarize
+from keystile.usage import prices_of, spend, summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -121,10 +124,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.set_defaults(member=member)
         _json(p, membership)
 
-    p = sub.add_parser("usage", help="requests of a key: allowed, denied by reason, per route")
+    p = sub.add_parser("usage", help="requests of a key: allowed, denied by reason, per route; "
+                       "tokens and their cost")  # fmt: skip
     p.add_argument("key_id")
     p.add_argument("--since", type=types.instant, metavar="ISO-8601")
     _json(p, usage)
+
+    p = sub.add_parser("spend", help="tokens reported (and their cost) per key, for a team, "
+                       "a user, a key or everyone")  # fmt: skip
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--team", metavar="TEAM_ID")
+    scope.add_argument("--user", metavar="USER_ID")
+    scope.add_argument("--key", metavar="KEY_ID")
+    p.add_argument("--since", type=types.instant, metavar="ISO-8601",
+                   help="default: the start of this UTC month")  # fmt: skip
+    _json(p, spend_cmd)
 
     p = sub.add_parser("explain", help="what keystile would decide for a key on a request")
     p.add_argument("key_id")
@@ -324,9 +338,12 @@ async def audit_list(args: argparse.Namespace, cli: Cli) -> int:
 async def usage(args: argparse.Namespace, cli: Cli) -> int:
     """Counts written by servers (every few seconds and at shutdown)."""
     record = await cli.keys.get(args.key_id)
-    summary = summarize(await cli.keys.store.usage(record.id, args.since or 0.0))
+    since = args.since or 0.0
+    summary = summarize(await cli.keys.store.usage(record.id, since))
+    tokens = spend(await cli.keys.store.token_usage([record.id], since),
+                   prices_of(cli.settings.routes.routes))  # fmt: skip
     if args.json:
-        emit_json({"key_id": record.id, **summary})
+        emit_json({"key_id": record.id, **summary, **tokens})
         return 0
     print(f"{record.id} ({record.name}): {summary['allowed']} allowed, last used "
           f"{format_instant(record.last_used_at)}")  # fmt: skip
@@ -334,6 +351,32 @@ async def usage(args: argparse.Namespace, cli: Cli) -> int:
         print(f"  denied {reason}: {count}")
     for route, count in summary["allowed_by_route"].items():  # type: ignore[attr-defined]
         print(f"  route {route}: {count}")
+    cost = "" if tokens["cost"] is None else f", cost {tokens['cost']:.4f}"
+    print(f"  tokens: {tokens['tokens']}{cost}")
+    return 0
+
+
+async def spend_cmd(args: argparse.Namespace, cli: Cli) -> int:
+    """Tokens per key over a team, a user, a key, or every key."""
+    store = cli.keys.store
+    since = args.since if args.since is not None else period("quota_month", time.time())[0]
+    if args.key:
+        keys = [await cli.keys.get(args.key)]
+    else:
+        keys = await store.find_keys(KeyFilter(include_inactive=True, team_id=args.team,
+                                               user_id=args.user), 0.0)  # fmt: skip
+    found = spend(await store.token_usage([k.id for k in keys], since),
+                  prices_of(cli.settings.routes.routes))  # fmt: skip
+    names = {k.id: k.name for k in keys}
+    if args.json:
+        emit_json({"since": format_instant(since), **found})
+        return 0
+    rows = [[key_id, names.get(key_id, "?"), str(tokens),
+             "-" if key_id not in found["cost_by_key"] else f"{found['cost_by_key'][key_id]:.4f}"]
+            for key_id, tokens in found["tokens_by_key"].items()]  # fmt: skip
+    print(table(rows, ["KEY_ID", "NAME", "TOKENS", "COST"]))
+    cost = "" if found["cost"] is None else f", cost {found['cost']:.4f}"
+    print(f"\n{found['tokens']} tokens since {format_instant(since)}{cost}")
     return 0
 
 

@@ -23,12 +23,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-
 # report(reservation, tokens): True counted; False unknown, forged or already reported
 Report = Callable[[str, int], Awaitable[bool]]
-# where the app keeps the budget's report callable (set by whoever owns budgets)
-REPORT: web.AppKey[Report] = web.AppKey("usage_report")
 
 MAX_TOKENS = 10**9  # one response never uses more; a bigger figure is garbage
 MAX_RESERVATION = 120
@@ -117,14 +113,3 @@ class Intake:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def reporter(app: web.Application) -> Report:
-    """The app's ``REPORT``, looked up at each call (it is set while the app starts);
-    without one (no budgets) every usage is ignored."""
-
-    async def report(reservation: str, tokens: int) -> bool:
-        target = app.get(REPORT)
-        return False if target is None else await target(reservation, tokens)
-
-    return report

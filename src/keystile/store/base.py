@@ -321,9 +321,11 @@ class SQLiteBase(SQLBase):
         """None while ``path`` is still the file the store opened; else what happened
         to it ("deleted", "replaced"): a restore from backup, say, or an rm."""
         now = file_identity(self.path)
-        if now == self._identity:
-            return None
-        return "deleted" if now is None else "replaced"
+        if now is None:
+            return None if self.lost is not None else "deleted"
+        if self.lost is not None:  # detached: any file there is one to open (a file made
+            return "replaced"  # right after the deletion often gets the same inode back)
+        return None if now == self._identity else "replaced"
 
     async def detach(self, why: str) -> None:
         """Stop answering (every call raises StoreUnavailable naming ``why``)."""

@@ -230,10 +230,22 @@ class KeyStore(SQLBase):
         return int(rows[-1][0]), [row[1] for row in rows]
 
     async def add_usage(
-        self, counts: Mapping[tuple[str, int, str, str], int], last_used: Mapping[str, float]
+        self,
+        counts: Mapping[tuple[str, int, str, str], int],
+        last_used: Mapping[str, float],
+        tokens: Mapping[tuple[str, int, str], int] | None = None,
     ) -> None:
-        """Add request counts and raise last-used times, in one transaction."""
+        """Add request counts, tokens reported per (key, hour, route), and raise
+        last-used times, in one transaction."""
         async with self._transaction("recording usage") as conn:
+            if tokens:
+                await conn.executemany(
+                    "INSERT INTO usage (key_id, hour, route, outcome, count, tokens)"
+                    " VALUES (?, ?, ?, 'allow', 0, ?)"
+                    " ON CONFLICT (key_id, hour, route, outcome) DO UPDATE"
+                    " SET tokens = usage.tokens + excluded.tokens",
+                    [(*key, count) for key, count in tokens.items()],
+                )
             await conn.executemany(
                 "INSERT INTO usage (key_id, hour, route, outcome, count) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (key_id, hour, route, outcome) DO UPDATE"
@@ -273,8 +285,32 @@ class KeyStore(SQLBase):
             rows.extend((r[0], int(r[1]), r[2], r[3], int(r[4])) for r in found)
         return sorted(rows, key=lambda row: row[1])
 
+    async def token_usage(
+        self, key_ids: Sequence[str], since: float = 0.0
+    ) -> list[tuple[str, int, str, int]]:
+        """(key id, hour, route, tokens) rows with tokens reported, oldest first."""
+        rows: list[tuple[str, int, str, int]] = []
+        for start in range(0, len(key_ids), 500):  # SQLite's bound on parameters
+            chunk = list(key_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            found = await self._fetch(
+                "reading token usage",
+                f"SELECT key_id, hour, route, tokens FROM usage WHERE key_id IN ({marks})"
+                " AND outcome = 'allow' AND tokens > 0 AND hour >= ?",
+                [*chunk, math.ceil(since)],
+            )
+            rows.extend((r[0], int(r[1]), r[2], int(r[3])) for r in found)
+        return sorted(rows, key=lambda row: (row[1], row[0], row[2]))
+
+    async def tokens_since(self, kind: str, owner_id: str, since: float) -> int:
+        """Tokens reported for a key (or all keys of a team's users) since ``since``."""
+        return await self._sum_usage("tokens", kind, owner_id, since)
+
     async def allowed_since(self, kind: str, owner_id: str, since: float) -> int:
         """Allowed requests of a key (or all keys of a team's users) since ``since``."""
+        return await self._sum_usage("count", kind, owner_id, since)
+
+    async def _sum_usage(self, column: str, kind: str, owner_id: str, since: float) -> int:
         if kind == "key":
             where, params = "key_id = ?", [owner_id]
         else:
@@ -283,7 +319,7 @@ class KeyStore(SQLBase):
             params = [owner_id]
         rows = await self._fetch(
             "reading usage",
-            f"SELECT coalesce(sum(count), 0) FROM usage WHERE {where}"
+            f"SELECT coalesce(sum({column}), 0) FROM usage WHERE {where}"
             " AND outcome = 'allow' AND hour >= ?",
             [*params, int(since - since % 3600)],
         )

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from keystile.errors import NotFound
 from keystile.store import KeyFilter
+from keystile.usage import prices_of, spend
 from keystile.web.ui import charts
 from keystile.web.ui.common import render, services, viewer
 
@@ -33,6 +34,13 @@ async def show_activity(request: web.Request) -> web.Response:
     name, start, bucket = charts.range_of(q["range"] or None)
     rows = await store.usage_of([k.id for k in keys], start)
     totals = _totals(rows)
+    tokens = spend(await store.token_usage([k.id for k in keys], start),
+                   prices_of(ctx.authorizer.rules.routes.routes))  # fmt: skip
+    token_rows = [(row["hour"], "allow", row["tokens"]) for row in tokens["token_hours"]]
+    token_chart = None
+    if tokens["tokens"]:
+        series = charts.buckets(token_rows, start, bucket)
+        token_chart = charts.volume_svg(series, bucket, "Tokens")
     names = {k.id: k.name for k in keys}
     context: dict[str, Any] = {
         "title": "Activity",
@@ -44,6 +52,8 @@ async def show_activity(request: web.Request) -> web.Response:
         ),
         "keys": keys,
         "names": names,
+        "tokens": tokens,
+        "token_chart": token_chart,
         **totals,
     }
     if who.is_admin:

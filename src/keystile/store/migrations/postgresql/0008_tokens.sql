@@ -1,0 +1,3 @@
+-- Token budgets: tokens reported by the upstream (or the proxy) for allowed requests,
+-- counted beside the requests of the same key, hour and route.
+ALTER TABLE usage ADD COLUMN tokens BIGINT NOT NULL DEFAULT 0;

@@ -6,6 +6,7 @@ key's spend shows exactly what the upstream reported."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from keystile import config
 from tests.e2e.harness import ROOT, Keystile, Proxy, find_binary, request
+from tests.redis_server import delete_prefix, redis_url, unique_prefix
 
 pytestmark = pytest.mark.e2e
 FORGED = "key_AbC123.1796700000.nonce.sig"
@@ -103,8 +105,11 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     (tmp_path / "keystile.toml").write_text(CONFIG)
     env = {"KEYSTILE_DB": str(tmp_path / "keystile.db"),
            "KEYSTILE_CONFIG": str(tmp_path / "keystile.toml")}  # fmt: skip
-    if request.param.endswith("-workers"):  # every worker takes lines on the one port
-        env["KEYSTILE_WORKERS"] = "2"
+    prefix = None
+    if request.param.endswith("-workers"):  # every worker takes lines on the one port;
+        env["KEYSTILE_WORKERS"] = "2"  # budgets shared by the workers in Redis
+        prefix = unique_prefix()
+        env.update(KEYSTILE_REDIS_URL=redis_url(), KEYSTILE_REDIS_PREFIX=prefix)
     udp = free_udp_port()
     if kind == "nginx":
         env["KEYSTILE_USAGE_SYSLOG_LISTEN"] = f"127.0.0.1:{udp}"
@@ -128,6 +133,8 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
             proxy.stop()
         keystile.stop()
         upstream.stop()
+        if prefix is not None:
+            asyncio.run(delete_prefix(redis_url(), prefix))
 
 
 def test_the_upstream_s_token_count_reaches_the_key_s_spend(setup: Setup) -> None:
@@ -143,16 +150,50 @@ def test_the_upstream_s_token_count_reaches_the_key_s_spend(setup: Setup) -> Non
         time.sleep(0.2)
     time.sleep(1.5)  # Envoy flushes its access log every second: nothing more arrives
     assert setup.tokens() == 1881, (setup.keystile.log(), setup.proxy.log())
+    # every proxy hands the upstream keystile's own reservation, one per request (a
+    # gateway behind it may report by POST /api/v1/usage); never the client's
     sent = [seen.get("x-keystile-reservation") for seen in setup.upstream.seen]
     assert len(sent) == 3 and FORGED not in sent, sent
-    if setup.proxy.kind == "nginx":  # only its access log needs the reservation
-        assert sent == [None, None, None]
-    else:  # Envoy logs it from the request: keystile's own, one per request
-        assert all(value and value.startswith(setup.key_id) for value in sent), sent
-        assert len(set(sent)) == 3
+    assert all(value and value.startswith(setup.key_id) for value in sent), sent
+    assert len(set(sent)) == 3
     log = setup.keystile.log()
     assert "usage intake" not in log, log  # nothing refused: every line was well formed
     assert "Traceback" not in log
+
+
+def test_a_team_s_daily_budget_refuses_once_reported_usage_reaches_it(setup: Setup) -> None:
+    """A team of 2,000 tokens a day: what the upstream reported counts against it,
+    and once too little is left for the route's estimate (100), the client gets 429
+    with Retry-After at midnight UTC, through the proxy."""
+    cli = setup.keystile.cli
+    team = orjson.loads(cli("teams", "create", "ml", "--limit", "tokens_per_day=2000",
+                            "--json").stdout)  # fmt: skip
+    user = orjson.loads(cli("users", "create", "ana", "--team", team["id"], "--json").stdout)
+    made = orjson.loads(cli("keys", "create", "--json", "--name", "ana", "--scope", "chat",
+                            "--user", user["id"]).stdout)  # fmt: skip
+    key = ("X-Api-Key", made["key"])
+
+    def team_tokens() -> int:
+        spent = orjson.loads(cli("spend", "--team", team["id"], "--json").stdout)
+        return int(spent["tokens"])
+
+    def settle(expected: int) -> None:
+        deadline = time.monotonic() + 15
+        while team_tokens() < expected:
+            assert time.monotonic() < deadline, (setup.keystile.log(), setup.proxy.log())
+            time.sleep(0.2)
+
+    deadline = time.monotonic() + 10  # the new key reaches keystile's cache
+    while setup.ask("/v1/chat/tokens/1500", key) != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    settle(1500)
+    assert setup.ask("/v1/chat/tokens/450", key) == 200  # 500 left >= 100
+    settle(1950)
+    refused = request(setup.proxy.port, "GET", "/v1/chat/tokens/1", [key])  # 50 left < 100
+    assert refused.status == 429, (refused.status, refused.text())
+    assert "tokens_per_day" in refused.text()
+    assert 0 < int(refused.header("Retry-After") or 0) <= 86400
 
 
 @pytest.mark.parametrize("name", ["envoy.yaml", "envoy-grpc.yaml"])

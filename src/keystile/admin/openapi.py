@@ -40,7 +40,7 @@ def _body(properties: dict[str, Any], required: tuple[str, ...] = (),
 
 
 # POST /usage: token reports (admin/usage.py)
-MAX_REPORTS = 1000
+MAX_REPORTS = 100  # the largest valid batch stays within the API's 64 KiB body limit
 REPORT = {
     "type": "object", "additionalProperties": False, "required": ["tokens"],
     "properties": {

@@ -89,6 +89,19 @@ class Intake:
         self.limit = limit
         self.running: set[asyncio.Task[None]] = set()
 
+    def offer(self, read: Callable[[], tuple[str, int] | None]) -> None:
+        """Submit what ``read`` finds: a line or entry with no count is only tallied,
+        one that does not parse (``Malformed``) tallied as such."""
+        try:
+            found = read()
+        except Malformed:
+            self.tally.note("malformed")
+            return
+        if found is None:
+            self.tally.note("unreported")
+            return
+        self.submit(found)
+
     def submit(self, found: tuple[str, int]) -> None:
         if len(self.running) >= self.limit:
             self.tally.note("dropped")

@@ -21,7 +21,7 @@ import grpc
 from envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage, StreamAccessLogsResponse
 
 from keystile.clientip import TrustedProxies
-from keystile.intake import Intake, Malformed, Report, usage
+from keystile.intake import Intake, Report, usage
 
 SERVICE = "envoy.service.accesslog.v3.AccessLogService"
 RESERVATION_HEADER = "x-keystile-reservation"
@@ -68,15 +68,7 @@ class AccessLogService:
         return EMPTY
 
     def take(self, entry: Any) -> None:
-        try:
-            found = entry_usage(entry, self.tokens_header)
-        except Malformed:
-            self.tally.note("malformed")
-            return
-        if found is None:
-            self.tally.note("unreported")
-            return
-        self.intake.submit(found)
+        self.intake.offer(lambda: entry_usage(entry, self.tokens_header))
 
     def add_to(self, server: grpc.aio.Server) -> None:
         handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_unary_rpc_method_handler(

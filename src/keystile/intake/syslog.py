@@ -73,15 +73,7 @@ class SyslogIntake(asyncio.DatagramProtocol):
         if not (isinstance(addr, tuple) and loopback(str(addr[0]))):
             self.tally.note("untrusted")
             return
-        try:
-            found = parse(data)
-        except Malformed:
-            self.tally.note("malformed")
-            return
-        if found is None:
-            self.tally.note("unreported")
-            return
-        self.intake.submit(found)
+        self.intake.offer(lambda: parse(data))
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors and the like
         self.tally.note("socket_error")

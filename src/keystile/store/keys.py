@@ -272,35 +272,33 @@ class KeyStore(SQLBase):
         self, key_ids: Sequence[str], since: float = 0.0
     ) -> list[tuple[str, int, str, str, int]]:
         """(key id, hour, route, outcome, count) rows of several keys, oldest first."""
-        rows: list[tuple[str, int, str, str, int]] = []
-        for start in range(0, len(key_ids), 500):  # SQLite's bound on parameters
-            chunk = list(key_ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
-            found = await self._fetch(
-                "reading usage",
-                f"SELECT key_id, hour, route, outcome, count FROM usage WHERE key_id IN ({marks})"
-                " AND hour >= ?",
-                [*chunk, math.ceil(since)],
-            )
-            rows.extend((r[0], int(r[1]), r[2], r[3], int(r[4])) for r in found)
+        found = await self._usage_rows("key_id, hour, route, outcome, count", "", key_ids, since)
+        rows = [(r[0], int(r[1]), r[2], r[3], int(r[4])) for r in found]
         return sorted(rows, key=lambda row: row[1])
 
     async def token_usage(
         self, key_ids: Sequence[str], since: float = 0.0
     ) -> list[tuple[str, int, str, int]]:
         """(key id, hour, route, tokens) rows with tokens reported, oldest first."""
-        rows: list[tuple[str, int, str, int]] = []
+        reported = " AND outcome = 'allow' AND tokens > 0"
+        found = await self._usage_rows("key_id, hour, route, tokens", reported, key_ids, since)
+        rows = [(r[0], int(r[1]), r[2], int(r[3])) for r in found]
+        return sorted(rows, key=lambda row: (row[1], row[0], row[2]))
+
+    async def _usage_rows(
+        self, columns: str, where: str, key_ids: Sequence[str], since: float
+    ) -> list[Row]:
+        """Usage rows of several keys since ``since``, read 500 keys at a time."""
+        rows: list[Row] = []
         for start in range(0, len(key_ids), 500):  # SQLite's bound on parameters
             chunk = list(key_ids[start : start + 500])
             marks = ", ".join("?" * len(chunk))
-            found = await self._fetch(
-                "reading token usage",
-                f"SELECT key_id, hour, route, tokens FROM usage WHERE key_id IN ({marks})"
-                " AND outcome = 'allow' AND tokens > 0 AND hour >= ?",
-                [*chunk, math.ceil(since)],
-            )
-            rows.extend((r[0], int(r[1]), r[2], int(r[3])) for r in found)
-        return sorted(rows, key=lambda row: (row[1], row[0], row[2]))
+            rows.extend(await self._fetch(
+                "reading usage",
+                f"SELECT {columns} FROM usage WHERE key_id IN ({marks}){where} AND hour >= ?",
+                [*chunk, math.ceil(since)],  # hours are whole seconds
+            ))  # fmt: skip
+        return rows
 
     async def tokens_since(self, kind: str, owner_id: str, since: float) -> int:
         """Tokens reported for a key (or all keys of a team's users) since ``since``."""

@@ -94,7 +94,7 @@ async def test_two_workers_without_redis_overshoot_and_say_so(tmp_path: Path) ->
     assert answers["allow"] > LIMIT and answers["allow"] <= 2 * LIMIT, answers
     assert (
         "per process (KEYSTILE_REDIS_URL not set): N workers or replicas admit up to N "
-        "times each limit (workers: 2, so up to 2x)" in keystile.log()
+        "times each limit or budget (workers: 2, so up to 2x)" in keystile.log()
     )
 
 

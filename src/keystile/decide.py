@@ -62,10 +62,11 @@ IDENTITY_HEADERS = ("X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owne
                     "X-Keystile-Scopes", "X-Keystile-Route", "X-Keystile-User-Id",
                     "X-Keystile-User", "X-Keystile-User-Email", "X-Keystile-User-Role")  # fmt: skip
 LOGIN_PATH = "/_keystile/login"
-RESERVATION_HEADER = "X-Keystile-Reservation"  # a token budget's reservation (keystile.tokens)
+# a token budget's reservation (keystile.tokens); lower case, as gRPC needs it
+RESERVATION_HEADER = "x-keystile-reservation"
 # Never passed upstream from the client: a proxy credential is the client's, whatever
 # it holds; a reservation only keystile hands out.
-ALWAYS_STRIPPED = ("proxy-authorization", RESERVATION_HEADER.lower())
+ALWAYS_STRIPPED = ("proxy-authorization", RESERVATION_HEADER)
 
 _STATE_REASONS = {
     EXPIRED: reasons.EXPIRED_API_KEY,
@@ -455,10 +456,15 @@ class Rules:
             return Decision(reasons.RATE_LIMITED, record, route, limits.rate_retry, limits.rate)
         return Decision(None, record, route, rate=limits.rate)
 
-    def grant(self, record: KeyRecord, route: Route | None) -> Grant:
-        """The headers an allow of ``record`` on ``route`` sends, and the client
-        headers to remove: every managed header this allow does not set."""
+    def grant(
+        self, record: KeyRecord, route: Route | None, reservation: str | None = None
+    ) -> Grant:
+        """The headers an allow of ``record`` on ``route`` sends (with a token
+        budget's ``reservation``), and the client headers to remove: every managed
+        header this allow does not set."""
         headers = identity_headers(record, route)
+        if reservation is not None:
+            headers.append((RESERVATION_HEADER, reservation))
         if route is not None:
             headers.extend(_shared(name, secret.value) for name, secret in route.inject)
             binding = record.bound_credential

@@ -372,7 +372,8 @@ class Gate(Judge):
         """The adapter's reply, with ``X-RateLimit-*`` on an allow a rate limit applied to."""
         record = decision.record
         if decision.reason is None and record is not None:
-            reply = self.render(decision, self.rules.grant(record, decision.route))
+            grant = self.rules.grant(record, decision.route, decision.reservation)
+            reply = self.render(decision, grant)
             if decision.rate is not None:
                 reply = Reply(reply.status, [*reply.headers, *rate_headers(decision)], reply.body)
             return reply

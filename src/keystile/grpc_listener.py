@@ -83,7 +83,7 @@ class CheckService:
         if reason is None and record is not None:
             route = decision.route
             if entry is None or decision.cookie is not None or decision.reservation is not None:
-                return serialized(decision, self.rules.grant(record, route))
+                return serialized(decision, self.rules.grant(record, route, decision.reservation))
             kept: bytes | None = entry.reply(envoy_grpc.NAME, route)
             if kept is None:
                 kept = serialized(ALLOWED, self.rules.grant(record, route))

@@ -46,9 +46,9 @@ class Adapter:
 
     ``render`` may depend on nothing but a denial's reason, ``retry_after``,
     ``rate`` and ``location``, or an allow's :class:`~keystile.decide.Grant`
-    (given for allows only), ``cookie`` and ``reservation``: replies are built once
-    and reused on that promise (never when a decision carries a location, a
-    cookie or a reservation). An
+    (given for allows only; a token budget's reservation is one of its headers)
+    and ``cookie``: replies are built once and reused on that promise (never when
+    a decision carries a location, a cookie or a reservation). An
     allow's ``X-RateLimit-*`` headers are added by the gate, the same for every
     dialect.
     """

@@ -31,9 +31,7 @@ from multidict import CIMultiDict
 
 from keystile.adapters.base import deny_reply, rate_headers
 from keystile.clientip import TrustedProxies
-from keystile.decide import RESERVATION_HEADER, Decision, Facts, Grant
-
-RESERVATION = RESERVATION_HEADER.lower()
+from keystile.decide import Decision, Facts, Grant
 
 NAME = "envoy_grpc"
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD  # older Envoy appended by default
@@ -79,9 +77,6 @@ def render(decision: Decision, grant: Grant | None) -> CheckResponse:
             upstream.append(("cookie", decision.cookie))
         elif decision.cookie is not None:  # keystile's was the only one
             remove.append("cookie")
-        if decision.reservation is not None:
-            upstream.append((RESERVATION, decision.reservation))
-            remove = [name for name in remove if name != RESERVATION]
         ok = OkHttpResponse(headers=_options(upstream), headers_to_remove=remove,
                             response_headers_to_add=_options(rate_headers(decision)))  # fmt: skip
         return CheckResponse(status=Status(code=code_pb2.OK), ok_response=ok)

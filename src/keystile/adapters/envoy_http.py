@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import RESERVATION_HEADER, Decision, Facts, Grant
-
-RESERVATION = RESERVATION_HEADER.lower()
+from keystile.decide import Decision, Facts, Grant
 
 PREFIX = "/auth/envoy"
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
@@ -38,9 +36,6 @@ def render(decision: Decision, grant: Grant | None) -> Reply:
             headers.append(("cookie", decision.cookie))
         elif decision.cookie is not None:  # keystile's was the only one
             strip = (*strip, "cookie")
-        if decision.reservation is not None:
-            headers.append((RESERVATION, decision.reservation))
-            strip = tuple(name for name in strip if name != RESERVATION)
         if strip:
             # only headers we do not set: Envoy may apply removals after setting
             headers.append((REMOVE_HEADER, ",".join(strip)))

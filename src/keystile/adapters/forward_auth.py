@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import RESERVATION_HEADER, Decision, Facts, Grant
+from keystile.decide import Decision, Facts, Grant
 
 
 def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
@@ -39,14 +39,9 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
 
 def render(decision: Decision, grant: Grant | None) -> Reply:
     if grant is not None:
-        strip = grant.strip
-        if decision.reservation is not None:
-            strip = tuple(name for name in strip if name != RESERVATION_HEADER.lower())
-        headers = [*grant.upstream, *((name, "") for name in strip)]
+        headers = [*grant.upstream, *((name, "") for name in grant.strip)]
         if decision.cookie is not None:  # the client's cookies without keystile's
             headers.append(("Cookie", decision.cookie))
-        if decision.reservation is not None:
-            headers.append((RESERVATION_HEADER, decision.reservation))
         return Reply(200, headers)
     return deny_reply(decision)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from keystile.adapters.base import Adapter, Inbound, Reply, deny_reply
 from keystile.clientip import TrustedProxies
-from keystile.decide import RESERVATION_HEADER, Decision, Facts, Grant
+from keystile.decide import Decision, Facts, Grant
 from keystile.reasons import Outcome
 
 
@@ -37,14 +37,9 @@ def facts(request: Inbound, trusted: TrustedProxies) -> Facts:
 
 def render(decision: Decision, grant: Grant | None) -> Reply:
     if grant is not None:
-        if decision.cookie is None and decision.reservation is None:
-            return Reply(200, grant.upstream)
-        headers = list(grant.upstream)
         if decision.cookie is not None:
-            headers.append(("X-Keystile-Cookie", decision.cookie))
-        if decision.reservation is not None:
-            headers.append((RESERVATION_HEADER, decision.reservation))
-        return Reply(200, headers)
+            return Reply(200, [*grant.upstream, ("X-Keystile-Cookie", decision.cookie)])
+        return Reply(200, grant.upstream)
     reason = decision.reason
     assert reason is not None
     extra = {"X-Keystile-Message": reason.message}

@@ -87,11 +87,12 @@ class Authorizer:
         sessions: CachedLookup | None = None,
         shared: SharedLimits | None = None,
         budgets: TokenBudgets | None = None,
-        shared_budgets: SharedBudgets | None = None,
     ) -> None:
         self.rules = rules
         self.budgets = budgets  # None: token budgets are not enforced (tests of other parts)
-        self.shared_budgets = shared_budgets  # in Redis, beside shared limits
+        # with shared limits, the budgets are shared in the same Redis
+        self.shared_budgets = (None if shared is None or budgets is None
+                               else SharedBudgets(shared, budgets))  # fmt: skip
         self.shared = shared  # None: limits are counted in this process only
         self.keys = keys
         self.sessions = sessions  # None: no session is ever found
@@ -131,8 +132,8 @@ class Authorizer:
 
     async def shared_path(self, screened: Presented, record: KeyRecord, now: float) -> Decision:
         """Limits in Redis: the core first judges all but the limits; then the token
-        budgets reserve (in Redis, or here without shared budgets), then rate limits
-        and quotas are checked and counted; a refusal there gives the reservation back."""
+        budgets reserve (in Redis), then rate limits and quotas are checked and
+        counted; a refusal there gives the reservation back."""
         decision = self.rules.decide(screened, record, None, now)
         if decision.reason is not None:
             return decision
@@ -143,28 +144,23 @@ class Authorizer:
                                                 self.rules.estimate(route), now)  # fmt: skip
             if token is None:
                 return self.rules.decide(screened, record, spent, now)
-        elif record.has_budgets and self.budgets is not None:
-            spent = Limits(tokens=self.budgets.state(record, now))
-            decision = self.rules.decide(screened, record, spent, now)
-            if decision.reason is not None:
-                return decision
         try:
             decision = self.rules.decide(screened, record, await self.take(record, now), now)
         except BaseException:
-            if token is not None and shared is not None:
-                self._give_back(shared, token, now)
+            if token is not None:
+                self._give_back(token, now)
             raise
         if token is None:
-            return self.reserve(decision, now)
+            return decision
         if decision.reason is not None:  # a rate limit or quota refused after all
-            assert shared is not None
-            self._give_back(shared, token, now)
+            self._give_back(token, now)
             return decision
         return replace(decision, reservation=token)
 
-    def _give_back(self, shared: SharedBudgets, token: str, now: float) -> None:
+    def _give_back(self, token: str, now: float) -> None:
         """A reservation of a request refused after all: reported as 0 tokens."""
-        task = asyncio.ensure_future(shared.report(token, 0, now))
+        assert self.shared_budgets is not None
+        task = asyncio.ensure_future(self.shared_budgets.report(token, 0, now))
         task.add_done_callback(_quiet)
 
     @property

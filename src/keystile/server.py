@@ -23,7 +23,7 @@ from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
-from keystile.errors import ConfigError, LimitsUnavailable, NotFound, StoreError
+from keystile.errors import ConfigError, NotFound, StoreError
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.intake import Report
 from keystile.intake.syslog import SyslogListener
@@ -34,7 +34,6 @@ from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionLookup, SessionService
-from keystile.shared_budgets import SharedBudgets
 from keystile.shared_limits import connect, sharing
 from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
@@ -186,29 +185,12 @@ async def _flush_forever(app: web.Application, interval: float) -> None:
         now = time.time()
         app[AUTHORIZER].limiter.prune(now)
         ledger = app[AUTHORIZER].ledger
-        if isinstance(ledger, SharedBudgets):
-            try:  # any replica's unreported reservations, given back
-                if not ledger.started:
-                    await _share_the_secret(ledger)
-                await ledger.prune(now)
-            except LimitsUnavailable:
-                pass  # logged by shared limits; the next sweep tries again
-        elif ledger is not None:
-            ledger.prune(now)
+        if ledger is not None:  # unreported reservations given back
+            await ledger.sweep(now)
         throttle = app[AUTHORIZER].invalid
         if throttle is not None:
             throttle.prune(now)
         app[DENIALS].tick()
-
-
-async def _share_the_secret(budgets: SharedBudgets) -> None:
-    """Sign token reservations with the secret every replica shares (in Redis);
-    until Redis answers, with this process's own (reports then count here only)."""
-    try:
-        await budgets.start()
-    except Exception as exc:
-        log.error("token reservations are signed by this process only until Redis answers: %s",
-                  redact(str(exc)))  # fmt: skip
 
 
 def key_by_id(store: Store) -> Callable[[str], Awaitable[KeyRecord | None]]:
@@ -274,13 +256,12 @@ def make_app(settings: Settings) -> web.Application:
                              timeout=settings.redis_timeout)  # fmt: skip
         budgets = TokenBudgets(store.tokens_since, timeout=settings.reservation_timeout,
                                sink=app[USAGE].add_tokens, record_of=key_by_id(store))  # fmt: skip
-        shared_budgets = None if shared is None else SharedBudgets(shared, budgets)
-        if shared_budgets is not None:
-            await _share_the_secret(shared_budgets)
         authorizer = app[AUTHORIZER] = Authorizer(
             rules, cache, invalid=InvalidKeyThrottle(limit) if limit else None, sessions=sessions,
-            shared=shared, budgets=budgets, shared_budgets=shared_budgets,
+            shared=shared, budgets=budgets,
         )  # fmt: skip
+        if authorizer.shared_budgets is not None:
+            await authorizer.shared_budgets.start()
         signing = SessionService(
             store,
             idle=settings.session_idle_timeout,

@@ -21,17 +21,21 @@ a Redis call, and one for another replica's reservation is not.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import secrets
 from typing import Any
 
 from keystile.decide import Limits
+from keystile.errors import LimitsUnavailable
 from keystile.model import KeyRecord
 from keystile.shared_limits import SharedLimits
 from keystile.tokens import REASONS, TokenBudgets, owners, window
 
 KEEP = 3600  # seconds a window or a reservation outlives its end (clock skew, late sweeps)
 SWEEP = 200  # reservations one release script takes at most
+log = logging.getLogger("keystile.limits")
 
 # KEYS: n window counters, the reservation hash, the expiry set. ARGV: n, tokens needed
 # to fit, estimate, then (limit, stored, ttl ms) per window, then the reservation's ttl
@@ -117,11 +121,18 @@ class SharedBudgets:
         self.started = False  # the shared secret taken
 
     async def start(self) -> None:
-        """Take the signing secret every replica shares (the first one sets it)."""
+        """Take the signing secret every replica shares (the first one sets it);
+        until Redis answers, reservations are signed with this process's own (their
+        reports then count here only), and each sweep tries again."""
         client = self.shared.client
         name = f"{self.prefix}secret"
-        await client.set(name, secrets.token_hex(32), nx=True)
-        secret = await client.get(name)
+        try:
+            await client.set(name, secrets.token_hex(32), nx=True)
+            secret = await client.get(name)
+        except Exception as exc:
+            log.error("token reservations are signed by this process only until Redis "
+                      "answers: %s", exc)  # fmt: skip
+            return
         self.local.secret = secret if isinstance(secret, bytes) else str(secret).encode()
         self.started = True
 
@@ -188,3 +199,12 @@ class SharedBudgets:
                                              [now, f"{self.prefix}res:", SWEEP]))  # fmt: skip
         self.local.prune(now)
         return released
+
+    async def sweep(self, now: float) -> None:
+        """The periodic :meth:`prune` (taking the shared secret first, if Redis did not
+        answer at start); an outage is logged by the shared limits, and the next
+        sweep tries again."""
+        if not self.started:
+            await self.start()
+        with contextlib.suppress(LimitsUnavailable):
+            await self.prune(now)

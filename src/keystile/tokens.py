@@ -232,6 +232,10 @@ class TokenBudgets:
                 self.used[entry] = self.used.get(entry, 0) + tokens
         self.account(record.id, route, tokens, now)
 
+    async def sweep(self, now: float) -> None:
+        """The periodic :meth:`prune`, as the shared budgets' (which ask Redis)."""
+        self.prune(now)
+
     def prune(self, now: float) -> int:
         """Release reservations whose report never came, forget old windows and
         reported nonces; how many reservations were released."""

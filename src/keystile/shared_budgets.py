@@ -31,7 +31,7 @@ from keystile.decide import Limits
 from keystile.errors import LimitsUnavailable
 from keystile.model import KeyRecord
 from keystile.shared_limits import SharedLimits
-from keystile.tokens import REASONS, TokenBudgets, owners, window
+from keystile.tokens import REASONS, TokenBudgets, window
 
 KEEP = 3600  # seconds a window or a reservation outlives its end (clock skew, late sweeps)
 SWEEP = 200  # reservations one release script takes at most
@@ -139,7 +139,7 @@ class SharedBudgets:
     def _windows(self, record: KeyRecord, now: float) -> list[tuple[str, int, int, int]]:
         """(Redis key, limit, stored tokens, ttl ms) per window of ``record``."""
         found = []
-        for owner, _, _, name, limit in owners(record):
+        for owner, _, _, name, limit in self.local.owners_of(record):
             start, end = window(name, now)
             stored = 0 if name == "tokens_per_minute" else self.local.used.get((owner, name, start))
             ttl = math.ceil((end - now + KEEP) * 1000)
@@ -163,7 +163,7 @@ class SharedBudgets:
         keys += [f"{self.prefix}res:{nonce}", self.expiry]
         fits, spent, left = (await self.shared.run(self._reserve, keys, args))[:3]
         if not int(fits):
-            name = owners(record)[int(spent) - 1][3]
+            name = self.local.owners_of(record)[int(spent) - 1][3]
             retry = max(1, math.ceil(window(name, now)[1] - now))
             return None, Limits(tokens=((REASONS[name], int(left), retry),))
         return self.local.sign(record.id, expires, nonce), Limits()

@@ -23,6 +23,7 @@ buckets are touched by one script, and Cluster refuses keys in different slots.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -129,6 +130,11 @@ class SharedLimits:
         self._told = False  # an outage line was logged since Redis last answered
         self.prefix = prefix
         self.timeout = timeout
+        # redis-py is imported only once Redis is configured (here), never per request
+        from redis.exceptions import NoScriptError, RedisError
+
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self._unknown_script = NoScriptError
         self.scripts: dict[str, str] = {}  # SHA-1 (as Redis names a script) -> its text
         self.sha = self.script(SCRIPT)
         self._queue: list[tuple[str, list[str], list[Any], Any]] = []  # calls of this loop turn
@@ -195,13 +201,11 @@ class SharedLimits:
     async def run(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         """:meth:`call`, its failures as :class:`LimitsUnavailable` (logged as such),
         and a line when Redis answers again after an outage."""
-        from redis.exceptions import RedisError
-
         try:
             reply = await self.call(sha, keys, args)
         except TimeoutError:
             raise self._failed(f"Redis did not answer within {self.timeout} s") from None
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
             raise self._failed(f"Redis failed: {type(exc).__name__}: {message}") from None
         if self.failures:
@@ -222,8 +226,6 @@ class SharedLimits:
         turn of the event loop go to Redis together, as one pipeline (each script
         still runs atomically on its own): a burst costs one round trip and one
         write per turn, not one per request."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((sha, keys, args, future))
@@ -236,8 +238,6 @@ class SharedLimits:
             timer.cancel()
 
     def _send(self) -> None:
-        import asyncio
-
         batch, self._queue = self._queue, []
         task = asyncio.ensure_future(self._run(batch))
         self._sending.add(task)
@@ -246,11 +246,9 @@ class SharedLimits:
     async def _run(self, batch: list[tuple[str, list[str], list[Any], Any]]) -> None:
         """One pipeline of EVALSHA calls; the script loaded (and those calls sent
         again) when Redis does not know it yet (a new or restarted Redis)."""
-        from redis.exceptions import NoScriptError
-
         try:
             replies = await self._pipeline(batch)
-            if any(isinstance(reply, NoScriptError) for reply in replies):
+            if any(isinstance(reply, self._unknown_script) for reply in replies):
                 for text in {self.scripts[sha] for sha, _, _, _ in batch}:
                     await self.client.script_load(text)
                 replies = await self._pipeline(batch)

@@ -75,7 +75,10 @@ def window(name: str, now: float) -> tuple[float, float]:
     return period("quota_day" if name == "tokens_per_day" else "quota_month", now)
 
 
-def owners(record: KeyRecord) -> list[tuple[str, str, str, str, int]]:
+Owner = tuple[str, str, str, str, int]  # (owner, kind, id, budget, limit)
+
+
+def owners(record: KeyRecord) -> tuple[Owner, ...]:
     """(owner, kind, id, budget, limit) for each token budget of the key and its team."""
     found = []
     candidates = [(f"key:{record.id}", "key", record.id, record.limits)]
@@ -85,7 +88,7 @@ def owners(record: KeyRecord) -> list[tuple[str, str, str, str, int]]:
         for name in BUDGETS:
             if name in limits:
                 found.append((owner, kind, owner_id, name, int(limits[name])))
-    return found
+    return tuple(found)
 
 
 @dataclass(slots=True)
@@ -122,18 +125,31 @@ class TokenBudgets:
         self.reservations: dict[str, Reservation] = {}  # by nonce
         self.reported: dict[str, float] = {}  # nonces reported -> when they expire
         self.ignored = 0  # reports that named no reservation keystile issued (forged, late)
+        # id(record) -> (record, its budgets): built once per cached record, not per request
+        self._owners: dict[int, tuple[KeyRecord, tuple[Owner, ...]]] = {}
+
+    def owners_of(self, record: KeyRecord) -> tuple[Owner, ...]:
+        """:func:`owners` of ``record``, kept while the record is the cached one."""
+        memo = self._owners.get(id(record))
+        if memo is not None and memo[0] is record:
+            return memo[1]
+        if len(self._owners) > 100_000:
+            self._owners.clear()
+        found = owners(record)
+        self._owners[id(record)] = (record, found)
+        return found
 
     # -- admission -------------------------------------------------------------------
 
     def loaded(self, record: KeyRecord, now: float) -> bool:
         """Whether every day and month window of ``record`` is in memory."""
         return all((owner, name, window(name, now)[0]) in self.used
-                   for owner, _, _, name, _ in owners(record)
+                   for owner, _, _, name, _ in self.owners_of(record)
                    if name != "tokens_per_minute")  # fmt: skip
 
     async def load(self, record: KeyRecord, now: float) -> None:
         """Read the stored tokens of every day and month window not in memory yet."""
-        for owner, kind, owner_id, name, _ in owners(record):
+        for owner, kind, owner_id, name, _ in self.owners_of(record):
             start = window(name, now)[0]
             if name != "tokens_per_minute" and (owner, name, start) not in self.used:
                 spent = await self.stored(kind, owner_id, start)
@@ -142,7 +158,7 @@ class TokenBudgets:
     def state(self, record: KeyRecord, now: float) -> State:
         """Each budget's tokens left (reported and reserved taken off) and reset."""
         found = []
-        for owner, _, _, name, limit in owners(record):
+        for owner, _, _, name, limit in self.owners_of(record):
             start, end = window(name, now)
             used = self.used.get((owner, name, start))
             if used is None and name != "tokens_per_minute":
@@ -154,7 +170,7 @@ class TokenBudgets:
     def reserve(self, record: KeyRecord, route: str, estimate: int, now: float) -> str:
         """Hold ``estimate`` tokens in every window of ``record``; the reservation token."""
         windows = tuple((owner, name, window(name, now)[0])
-                        for owner, _, _, name, _ in owners(record))  # fmt: skip
+                        for owner, _, _, name, _ in self.owners_of(record))  # fmt: skip
         for entry in windows:
             self.used[entry] = self.used.get(entry, 0) + estimate
         expires = int(now + self.timeout)
@@ -226,7 +242,7 @@ class TokenBudgets:
     async def charge(self, record: KeyRecord, route: str, tokens: int, now: float) -> None:
         """Count ``tokens`` spent by ``record`` with no reservation (the admin API's
         reports by request id, another worker's reservations)."""
-        for owner, _, _, name, _ in owners(record):
+        for owner, _, _, name, _ in self.owners_of(record):
             entry = (owner, name, window(name, now)[0])
             if entry in self.used or name == "tokens_per_minute":  # else read when needed
                 self.used[entry] = self.used.get(entry, 0) + tokens

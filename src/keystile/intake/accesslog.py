@@ -21,10 +21,10 @@ import grpc
 from envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage, StreamAccessLogsResponse
 
 from keystile.clientip import TrustedProxies
+from keystile.decide import RESERVATION_HEADER
 from keystile.intake import Intake, Report, usage
 
 SERVICE = "envoy.service.accesslog.v3.AccessLogService"
-RESERVATION_HEADER = "x-keystile-reservation"
 DEFAULT_TOKENS_HEADER = "x-usage-total-tokens"
 EMPTY = StreamAccessLogsResponse()
 

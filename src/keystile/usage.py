@@ -9,7 +9,7 @@ fails puts its counts back, so none are lost while the process lives.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from keystile.decide import Decision
@@ -114,3 +114,11 @@ def spend(rows: Iterable[tuple[str, int, str, int]], prices: Mapping[str, float]
 def prices_of(routes: Iterable[Any]) -> dict[str, float]:
     """Route name -> price per 1,000 tokens, for the routes that set one."""
     return {r.name: r.price_per_1k_tokens for r in routes if r.price_per_1k_tokens is not None}
+
+
+async def spend_of(
+    store: Store, key_ids: Sequence[str], since: float, routes: Iterable[Any]
+) -> dict[str, Any]:
+    """:func:`spend` of the tokens stored for ``key_ids`` since ``since``, priced by
+    ``routes`` (the CLI, the admin API and the UI all show this)."""
+    return spend(await store.token_usage(key_ids, since), prices_of(routes))

@@ -12,6 +12,7 @@ from keystile.access import reachable_routes
 from keystile.admin.auth import Caller
 from keystile.admin.context import AdminContext, caller_of
 from keystile.admin.http import MISSING, ApiError, expiry, iso, reply
+from keystile.admin.usage import iso_hours
 from keystile.admin.validation import read_body, read_headers, read_query
 from keystile.durations import parse_duration, parse_instant
 from keystile.errors import NotFound
@@ -19,7 +20,7 @@ from keystile.explain import explain
 from keystile.service import UNSET
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
-from keystile.usage import prices_of, spend, summarize
+from keystile.usage import spend_of, summarize
 
 
 def view(record: KeyRecord, **extra: Any) -> dict[str, Any]:
@@ -155,11 +156,7 @@ async def key_usage(request: web.Request) -> web.Response:
     record = await ctx.keys.store.get_key(record.id)  # with the last-used time just written
     summary = summarize(await ctx.keys.store.usage(record.id, since))
     summary["hours"] = [iso({**row, "at": row.pop("hour")}) for row in summary["hours"]]  # type: ignore[attr-defined]
-    tokens = spend(
-        await ctx.keys.store.token_usage([record.id], since), prices_of(ctx.routes.routes)
-    )
-    tokens["token_hours"] = [iso({"at": row["hour"], "tokens": row["tokens"]})
-                             for row in tokens["token_hours"]]  # fmt: skip
+    tokens = iso_hours(await spend_of(ctx.keys.store, [record.id], since, ctx.routes.routes))
     return reply({"key_id": record.id, "last_used_at": iso(view(record))["last_used_at"],
                   **summary, **tokens})  # fmt: skip
 

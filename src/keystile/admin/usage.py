@@ -25,7 +25,7 @@ from keystile.durations import parse_instant
 from keystile.errors import Conflict, NotFound
 from keystile.quotas import period
 from keystile.store import KeyFilter
-from keystile.usage import prices_of, spend
+from keystile.usage import spend_of
 
 USAGE_WRITE = "usage:write"
 USAGE_RESULT = {"type": "object", "required": ["counted", "ignored", "results"]}
@@ -81,8 +81,11 @@ async def spend_report(request: web.Request) -> web.Response:
     if query.get("key_id"):
         keys = [k for k in keys if k.id == query["key_id"]]
     await ctx.usage.flush(ctx.keys.store)  # tokens still in memory: written first
-    found = spend(await ctx.keys.store.token_usage([k.id for k in keys], since),
-                  prices_of(ctx.routes.routes))  # fmt: skip
-    found["token_hours"] = [iso({"at": row["hour"], "tokens": row["tokens"]})
-                            for row in found["token_hours"]]  # fmt: skip
-    return reply({"since": iso({"at": since})["at"], **found})
+    found = await spend_of(ctx.keys.store, [k.id for k in keys], since, ctx.routes.routes)
+    return reply({"since": iso({"at": since})["at"], **iso_hours(found)})
+
+
+def iso_hours(found: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~keystile.usage.spend`'s hours as ISO-8601 instants, as the API shows times."""
+    return {**found, "token_hours": [iso({"at": row["hour"], "tokens": row["tokens"]})
+                                     for row in found["token_hours"]]}  # fmt: skip

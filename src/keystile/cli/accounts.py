@@ -23,7 +23,7 @@ from keystile.quotas import period
 from keystile.static_keys import StaticKeys
 from keystile.store import KeyFilter
 from keystile.store.records import ROLES
-from keystile.usage import prices_of, spend, summarize
+from keystile.usage import spend_of, summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -340,8 +340,7 @@ async def usage(args: argparse.Namespace, cli: Cli) -> int:
     record = await cli.keys.get(args.key_id)
     since = args.since or 0.0
     summary = summarize(await cli.keys.store.usage(record.id, since))
-    tokens = spend(await cli.keys.store.token_usage([record.id], since),
-                   prices_of(cli.settings.routes.routes))  # fmt: skip
+    tokens = await spend_of(cli.keys.store, [record.id], since, cli.settings.routes.routes)
     if args.json:
         emit_json({"key_id": record.id, **summary, **tokens})
         return 0
@@ -365,8 +364,7 @@ async def spend_cmd(args: argparse.Namespace, cli: Cli) -> int:
     else:
         keys = await store.find_keys(KeyFilter(include_inactive=True, team_id=args.team,
                                                user_id=args.user), 0.0)  # fmt: skip
-    found = spend(await store.token_usage([k.id for k in keys], since),
-                  prices_of(cli.settings.routes.routes))  # fmt: skip
+    found = await spend_of(store, [k.id for k in keys], since, cli.settings.routes.routes)
     names = {k.id: k.name for k in keys}
     if args.json:
         emit_json({"since": format_instant(since), **found})

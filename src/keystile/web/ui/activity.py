@@ -12,7 +12,7 @@ from aiohttp import web
 
 from keystile.errors import NotFound
 from keystile.store import KeyFilter
-from keystile.usage import prices_of, spend
+from keystile.usage import spend_of
 from keystile.web.ui import charts
 from keystile.web.ui.common import render, services, viewer
 
@@ -34,8 +34,7 @@ async def show_activity(request: web.Request) -> web.Response:
     name, start, bucket = charts.range_of(q["range"] or None)
     rows = await store.usage_of([k.id for k in keys], start)
     totals = _totals(rows)
-    tokens = spend(await store.token_usage([k.id for k in keys], start),
-                   prices_of(ctx.authorizer.rules.routes.routes))  # fmt: skip
+    tokens = await spend_of(store, [k.id for k in keys], start, ctx.routes.routes)
     token_rows = [(row["hour"], "allow", row["tokens"]) for row in tokens["token_hours"]]
     token_chart = None
     if tokens["tokens"]:

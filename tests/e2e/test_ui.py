@@ -220,6 +220,9 @@ def test_admin_flows(browser: Any, stack: Stack, tmp_path: Path) -> None:  # noq
     assert "Busiest keys" in page.content() and "Tokens reported" in page.content()
     assert "0.0030" in page.content()  # 1,500 tokens at 0.002 per 1,000
     snap(page, "activity", tmp_path)
+    go(page, stack, f"/keys/{new_id}")
+    assert "1500 tokens reported (cost 0.0030)" in page.content()
+    never_shown_here(page)
     for path, name in (("/users", "users"), ("/groups", "groups")):
         go(page, stack, path)
         never_shown_here(page)

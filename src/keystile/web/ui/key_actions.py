@@ -16,7 +16,7 @@ from keystile.errors import Conflict, InvalidInput, NotFound
 from keystile.fields import LIMIT_NAMES
 from keystile.model import KeyRecord
 from keystile.service import UNSET
-from keystile.usage import summarize
+from keystile.usage import spend_of, summarize
 from keystile.web.ui import charts, forms
 from keystile.web.ui.common import (
     Viewer,
@@ -92,6 +92,7 @@ async def _detail(
             "team": team,
             "routes": reachable_routes(record, ctx.routes),
             "summary": summary,
+            "tokens": await spend_of(store, [record.id], start, ctx.routes.routes),
             "chart": charts.volume_svg(series, bucket, f"Requests of {record.name}"),
             "range": name,
             "ranges": list(charts.RANGES),

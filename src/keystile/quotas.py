@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import partial
 
+from keystile.flights import Flights
 from keystile.model import KeyRecord
 from keystile.store import Store
 
@@ -35,6 +37,7 @@ class Quotas:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.used: dict[tuple[str, str, float], int] = {}
+        self._reads: Flights[int] = Flights()  # concurrent first requests: one read
 
     def spent(self, record: KeyRecord, now: float) -> int | None:
         """Seconds until the first spent quota of ``record`` resets, or None.
@@ -68,7 +71,9 @@ class Quotas:
                 start = period(name, now)[0]
                 entry = (owner, name, start)
                 if entry not in self.used:
-                    used = await self.store.allowed_since(kind, owner_id, start)
+                    used = await self._reads.read(
+                        entry, partial(self.store.allowed_since, kind, owner_id, start)
+                    )
                     if len(self.used) > 100_000:  # old periods, idle keys: read again when needed
                         self.used.clear()
                     self.used.setdefault(entry, used)

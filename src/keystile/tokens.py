@@ -43,8 +43,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from keystile import reasons
+from keystile.flights import Flights
 from keystile.model import KeyRecord
 from keystile.quotas import period
 from keystile.reasons import Reason
@@ -125,6 +127,7 @@ class TokenBudgets:
         self.reservations: dict[str, Reservation] = {}  # by nonce
         self.reported: dict[str, float] = {}  # nonces reported -> when they expire
         self.ignored = 0  # reports that named no reservation keystile issued (forged, late)
+        self._reads: Flights[int] = Flights()  # concurrent first requests: one read
         # id(record) -> (record, its budgets): built once per cached record, not per request
         self._owners: dict[int, tuple[KeyRecord, tuple[Owner, ...]]] = {}
 
@@ -151,9 +154,10 @@ class TokenBudgets:
         """Read the stored tokens of every day and month window not in memory yet."""
         for owner, kind, owner_id, name, _ in self.owners_of(record):
             start = window(name, now)[0]
-            if name != "tokens_per_minute" and (owner, name, start) not in self.used:
-                spent = await self.stored(kind, owner_id, start)
-                self.used.setdefault((owner, name, start), spent)
+            entry = (owner, name, start)
+            if name != "tokens_per_minute" and entry not in self.used:
+                spent = await self._reads.read(entry, partial(self.stored, kind, owner_id, start))
+                self.used.setdefault(entry, spent)
 
     def state(self, record: KeyRecord, now: float) -> State:
         """Each budget's tokens left (reported and reserved taken off) and reset."""

@@ -22,15 +22,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from cachetools import TTLCache
 
 from keystile.errors import StoreUnavailable
+from keystile.flights import Flights
 from keystile.hashfilter import HashFilter
 from keystile.keys import MAX_TOKEN_LEN
 from keystile.lookup import Lookup
@@ -113,7 +114,7 @@ class CachedLookup:
         self.wake: Callable[[], None] = lambda: None  # asks the change-log reader to run now
         self._trickle_at = 0.0
         self._trickle_left = TRICKLE
-        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._loading: Flights[KeyRecord | None] = Flights()
         self._static: dict[str, Entry] = {}
 
     @property
@@ -167,27 +168,9 @@ class CachedLookup:
         return await self._load(candidates, token, cache=True)
 
     async def _load(self, candidates: Candidates, token: str, cache: bool) -> Entry | None:
-        """One store read per key, however many requests wait for it."""
-        primary = candidates[0][1]
-        pending = self._loading.get(primary)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[primary] = pending
-            try:
-                record = await self._read(candidates, cache)
-            except asyncio.CancelledError:
-                pending.cancel()
-                raise
-            except Exception as exc:
-                pending.set_exception(exc)
-                pending.exception()  # marked retrieved: waiters (if any) re-raise it
-                raise
-            else:
-                pending.set_result(record)
-            finally:
-                del self._loading[primary]
-        else:
-            record = await asyncio.shield(pending)
+        """One store read per key, however many requests wait for it (a shared flight:
+        one waiter giving up never cancels the read for the others)."""
+        record = await self._loading.read(candidates[0][1], partial(self._read, candidates, cache))
         if record is not None:
             entry = self.positive.get(record.key_hash)
             if entry is not None and entry.record.id == record.id:

@@ -40,6 +40,7 @@ from keystile.config import Settings
 from keystile.credentials import ConflictingCredentials, Headers, extract
 from keystile.decide import Decision, Facts, Limits, Presented, Rules, SessionRules, refusal
 from keystile.errors import LimitsUnavailable, StoreError, StoreUnavailable
+from keystile.flights import within
 from keystile.logs import DenialLog
 from keystile.metrics import Metrics
 from keystile.model import KeyRecord
@@ -173,7 +174,7 @@ class Authorizer:
         (bounded like a key lookup: fail closed)."""
         if not budgets.loaded(record, now):
             try:
-                await asyncio.wait_for(budgets.load(record, now), QUOTA_READ_TIMEOUT)
+                await within(budgets.load(record, now), QUOTA_READ_TIMEOUT)
             except TimeoutError:
                 raise StoreUnavailable("reading stored tokens for a budget timed out") from None
 
@@ -212,7 +213,7 @@ class Authorizer:
             if self.quotas.loaded(record, now):
                 return
             try:  # once per key and period; bounded like a key lookup (fail closed)
-                await asyncio.wait_for(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
+                await within(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
             except TimeoutError:
                 raise StoreUnavailable("reading stored usage for a quota timed out") from None
 
@@ -305,7 +306,7 @@ class Judge:
         started = time.perf_counter()
         try:
             answer = await self.authorizer.authorize(facts)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             answer = failed(exc)
         return self.book(answer, facts, started)
 
@@ -319,8 +320,18 @@ class Judge:
         return answer
 
 
-def failed(exc: Exception) -> Answer:
-    """The 503 for a fault of keystile's own (logged; called inside ``except``)."""
+def failed(exc: BaseException) -> Answer:
+    """The 503 for a fault of keystile's own (logged; called inside ``except``).
+
+    A cancellation is answered too (a read the request waited on was abandoned):
+    every request gets exactly one answer. Only when the request's own task is
+    being cancelled (shutdown, the client gone) does it go on as a cancellation."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise exc
+        log.warning("a read the auth request waited on was cancelled; refused (503)")
+        return refusal(reasons.STORE_UNAVAILABLE), None
     if isinstance(exc, LimitsUnavailable):  # logged where it happened, once a minute
         return refusal(reasons.LIMITS_UNAVAILABLE), None
     if isinstance(exc, StoreError):
@@ -360,7 +371,7 @@ class Gate(Judge):
         try:
             facts = self.facts(request, self.trusted)
             answer = await self.authorizer.authorize(facts)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             answer = failed(exc)
         return self.book(answer, facts, started)
 

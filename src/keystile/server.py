@@ -24,6 +24,7 @@ from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
 from keystile.errors import ConfigError, NotFound, StoreError
+from keystile.flights import within
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.intake import Report
 from keystile.intake.syslog import SyslogListener
@@ -80,7 +81,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def unready(app: web.Application) -> dict[str, str] | None:
     """Why the auth path cannot answer now (store unreachable, cache behind), or None."""
     try:
-        await asyncio.wait_for(app[STORE].ping(), READY_TIMEOUT)
+        await within(app[STORE].ping(), READY_TIMEOUT)
     except (StoreError, TimeoutError):
         return {"store": app[STORE].lost or "unreachable"}
     if not app[CACHE].fresh or not app[SESSION_CACHE].fresh:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from keystile.errors import Conflict, InvalidInput, StoreError, StoreUnavailable
+from keystile.flights import within
 from keystile.store.base import LOOKUP_TIMEOUT
 from keystile.store.migrate import migrations
 from keystile.store.sql import Row, SQLBase
@@ -182,10 +183,8 @@ class PostgresBase(SQLBase):
         if _has_nul(params):
             return parse([])
         with translated(action):
-            try:  # wait_for, not asyncio.timeout: the auth listener may step this
-                # coroutine outside any task (keystile.eager)
-                rows = await asyncio.wait_for(self._pool.fetch(dialect(sql), *params),
-                                              LOOKUP_TIMEOUT)  # fmt: skip
+            try:  # keystile.flights.within: no task needed, no wait for a silent server
+                rows = await within(self._pool.fetch(dialect(sql), *params), LOOKUP_TIMEOUT)
             except TimeoutError:
                 raise StoreUnavailable(f"{action}: no answer within {LOOKUP_TIMEOUT} s") from None
         return parse(list(rows))

@@ -3,13 +3,16 @@
 # SQLite store in /var/lib/keystile (mount a volume there), or PostgreSQL through
 # KEYSTILE_DB=postgresql://... (see deploy/kubernetes/). Linted by hadolint in
 # tests/deploy/test_dockerfile.py.
-FROM python:3.11-slim AS build
+# keystile is tested on Python 3.11, 3.12 and 3.13 (scripts/test); build with
+# --build-arg PYTHON=3.13 for another.
+ARG PYTHON=3.11
+FROM python:${PYTHON}-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM python:${PYTHON}-slim
 # a fixed numeric UID, so Kubernetes' runAsNonRoot can check it without a passwd lookup
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keystile --create-home \
         --shell /usr/sbin/nologin keystile

@@ -1,8 +1,12 @@
-"""Structured logs: one JSON object per line. Never a key, a hash or an upstream secret."""
+"""Structured logs: one JSON object per line, for keystile's records and every
+library's (asyncpg, redis, grpc, aiohttp: a traceback is one ``error`` field, never
+lines of its own). Never a key, a hash or an upstream secret; a password in a URL
+that a library puts in its message is masked."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -17,25 +21,44 @@ decisions_log = logging.getLogger("keystile.decisions")
 log = logging.getLogger("keystile")
 
 
+# scheme://user:password@host in a library's message (a database or Redis URL)
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text) if "://" in text else text
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if not record.name.startswith("keystile"):
+            message = masked(message)
         data: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
         }
         fields = getattr(record, "fields", None)
         if fields:
             data.update(fields)
         if record.exc_info and record.exc_info[0] is not None:
-            data["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+            data["error"] = masked(f"{record.exc_info[0].__name__}: {record.exc_info[1]}")
         return orjson.dumps(data).decode()
 
 
 def setup(level: str = "INFO") -> None:
+    """keystile's records at ``level``, every other library's from WARNING, all of
+    them through one handler as JSON lines (the root logger's, so a library that
+    logs a traceback, as asyncpg's pool does, still writes one line)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("WARNING")
+    logging.captureWarnings(True)  # warnings.warn from a library: a record, not raw text
     for name, name_level in (("keystile", level), ("aiohttp", "WARNING")):
         # aiohttp logs a client's malformed request with a traceback; ours is one line
         logger = logging.getLogger(name)

@@ -139,3 +139,16 @@ def test_a_redis_password_is_never_echoed_or_shown() -> None:
     shown = dict((name, value) for name, value, _ in config.describe(settings))
     assert shown["KEYSTILE_REDIS_URL"] == "redis://app:***@cache:6379/0"
     assert "pw-good" not in str(config.describe(settings)) + repr(settings)
+
+
+def test_each_default_is_declared_once_in_the_settings_table() -> None:
+    """The Settings dataclass carries no defaults of its own (they disagreed with the
+    table once: trusted_proxies, credential_headers, credential_params, db)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config.Settings)}
+    assert set(fields) == {s.name for s in config.SETTINGS} | {"routes"}
+    with_defaults = [name for name, f in fields.items()
+                     if f.default is not dataclasses.MISSING
+                     or f.default_factory is not dataclasses.MISSING]  # fmt: skip
+    assert with_defaults == ["routes"]

@@ -33,7 +33,7 @@ def default_db_path(env: Mapping[str, str]) -> str:
 def _listen(value: Any) -> tuple[str, int]:
     text = str(value)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError("use HOST:PORT, e.g. 127.0.0.1:8700")
     return host.strip("[]"), int(port)
 
@@ -85,6 +85,8 @@ def _sources(value: Any) -> tuple[Any, ...]:
 
 def _tokens(value: Any) -> int:
     try:
+        if not str(value).isascii():  # int() reads other scripts' digits too
+            raise ValueError
         number = int(str(value))
     except ValueError:
         raise ValueError("a whole number of tokens, e.g. 1000") from None
@@ -494,69 +496,71 @@ SETTINGS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    listen: tuple[str, int] = ("127.0.0.1", 8700)
-    admin_listen: tuple[str, int] | None = None
-    grpc_listen: tuple[str, int] | None = None
-    workers: int = 1
-    db: Path | str = Path("keystile.db")  # str: a postgresql:// URL
-    pepper: str | None = field(default=None, repr=False)
-    pepper_file: str | None = None
-    admin_key: str | None = field(default=None, repr=False)
-    static_keys: tuple[str, ...] = field(default=(), repr=False)
-    key_prefix: str = "ks"
-    accepted_prefixes: frozenset[str] = frozenset()
-    config: str | None = None
-    trusted_proxies: tuple[Any, ...] = ()
-    credential_headers: tuple[Any, ...] = ()
-    invalid_key_limit: int = 300
-    path_semicolons: bool = False
-    credential_params: frozenset[str] = frozenset()
-    credential_cookies: frozenset[str] = frozenset()
-    unmatched: str | None = None
-    cache_ttl: float = 30.0
-    cache_size: int = 100_000
-    negative_ttl: float = 5.0
-    negative_size: int = 100_000
-    poll_interval: float = 0.5
-    max_staleness: float = 5.0
-    usage_flush_interval: float = 2.0
-    token_estimate: int = 0
-    reservation_timeout: float = 300.0
-    session_cookie_secure: bool = True
-    session_idle_timeout: float = 3600.0
-    session_absolute_timeout: float = 43200.0
-    session_member_scopes: tuple[str, ...] = ()
-    session_trusted_origins: frozenset[str] = frozenset()
-    return_hosts: tuple[str, ...] = ()
-    login_attempts: int = 5
-    login_lockout: float = 900.0
-    oidc_issuer: str | None = None
-    oidc_client_id: str | None = None
-    oidc_client_secret: str | None = field(default=None, repr=False)
-    oidc_client_secret_file: str | None = None
-    oidc_external_url: str | None = None
-    oidc_name: str = "OpenID Connect"
-    oidc_scopes: tuple[str, ...] = ("openid", "email", "profile")
-    oidc_client_auth: str = "client_secret_basic"
-    oidc_email_domains: frozenset[str] = frozenset()
-    oidc_groups_claim: str = "groups"
-    oidc_admin_values: tuple[str, ...] = ()
-    oidc_group_map: tuple[tuple[str, str], ...] | None = None
-    oidc_clock_skew: float = 60.0
-    oidc_timeout: float = 10.0
-    oidc_metadata_ttl: float = 3600.0
-    sso_key_name: str = "sso"
-    sso_key_expires_in: float = 30 * 86400.0
-    sso_key_scopes: tuple[str, ...] = ()
-    sso_key_limit: int = 3
-    redis_url: str | None = field(default=None, repr=False)
-    redis_prefix: str = "keystile:"
-    redis_unavailable: str = "deny"
-    redis_timeout: float = 0.5
-    usage_syslog_listen: tuple[str, int] | None = None
-    usage_tokens_header: str = "x-usage-total-tokens"
+    """Every setting's value; defaults live in :data:`SETTINGS` alone (made by :func:`load`)."""
+
+    listen: tuple[str, int]
+    admin_listen: tuple[str, int] | None
+    grpc_listen: tuple[str, int] | None
+    workers: int
+    db: Path | str
+    pepper: str | None = field(repr=False)
+    pepper_file: str | None
+    admin_key: str | None = field(repr=False)
+    static_keys: tuple[str, ...] = field(repr=False)
+    key_prefix: str
+    accepted_prefixes: frozenset[str]
+    config: str | None
+    trusted_proxies: tuple[Any, ...]
+    credential_headers: tuple[Any, ...]
+    invalid_key_limit: int
+    path_semicolons: bool
+    credential_params: frozenset[str]
+    credential_cookies: frozenset[str]
+    unmatched: str | None
+    cache_ttl: float
+    cache_size: int
+    negative_ttl: float
+    negative_size: int
+    poll_interval: float
+    max_staleness: float
+    usage_flush_interval: float
+    token_estimate: int
+    reservation_timeout: float
+    session_cookie_secure: bool
+    session_idle_timeout: float
+    session_absolute_timeout: float
+    session_member_scopes: tuple[str, ...]
+    session_trusted_origins: frozenset[str]
+    return_hosts: tuple[str, ...]
+    login_attempts: int
+    login_lockout: float
+    oidc_issuer: str | None
+    oidc_client_id: str | None
+    oidc_client_secret: str | None = field(repr=False)
+    oidc_client_secret_file: str | None
+    oidc_external_url: str | None
+    oidc_name: str
+    oidc_scopes: tuple[str, ...]
+    oidc_client_auth: str
+    oidc_email_domains: frozenset[str]
+    oidc_groups_claim: str
+    oidc_admin_values: tuple[str, ...]
+    oidc_group_map: tuple[tuple[str, str], ...] | None
+    oidc_clock_skew: float
+    oidc_timeout: float
+    oidc_metadata_ttl: float
+    sso_key_name: str
+    sso_key_expires_in: float
+    sso_key_scopes: tuple[str, ...]
+    sso_key_limit: int
+    redis_url: str | None = field(repr=False)
+    redis_prefix: str
+    redis_unavailable: str
+    redis_timeout: float
+    usage_syslog_listen: tuple[str, int] | None
+    usage_tokens_header: str
     routes: RouteTable = field(default_factory=RouteTable)
 
     @property

@@ -26,7 +26,7 @@ from keystile.config import Settings
 from keystile.errors import ConfigError, NotFound, StoreError
 from keystile.flights import within
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
-from keystile.intake import Report
+from keystile.intake import NO_INTAKE, Report, receivers
 from keystile.intake.syslog import SyslogListener
 from keystile.lookup import KeyLookup
 from keystile.metrics import CONTENT_TYPE, Metrics
@@ -263,6 +263,10 @@ def make_app(settings: Settings) -> web.Application:
         )  # fmt: skip
         if authorizer.shared_budgets is not None:
             await authorizer.shared_budgets.start()
+        if not receivers(settings.usage_syslog_listen, settings.grpc_listen) and (
+            await store.has_token_budgets()
+        ):
+            log.warning("Token budgets are set, but %s", NO_INTAKE)
         signing = SessionService(
             store,
             idle=settings.session_idle_timeout,

@@ -19,6 +19,7 @@ from keystile.cli.args import positive_int
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
 from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
+from keystile.intake import intake_summary, receivers
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionService
 from keystile.shared_limits import sharing
@@ -91,7 +92,11 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
                    "oidc": {"enabled": settings.oidc_enabled,
                             "missing": settings.oidc_missing},
                    "limits": {"shared": settings.redis_url is not None,
-                              "summary": sharing(settings)}})  # fmt: skip
+                              "summary": sharing(settings)},
+                   "usage_intake": {"receivers": receivers(settings.usage_syslog_listen,
+                                                           settings.grpc_listen),
+                                    "summary": intake_summary(settings.usage_syslog_listen,
+                                                              settings.grpc_listen)}})  # fmt: skip
         return 0
     print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
     if routes:
@@ -109,6 +114,7 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
     print(f"\nRequests matching no route: {unmatched}.")
     print(oidc_status(settings))
     print(sharing(settings))
+    print(intake_summary(settings.usage_syslog_listen, settings.grpc_listen))
     print("Configuration is valid.")
     return 0
 

@@ -37,6 +37,38 @@ SUMMARY_INTERVAL = 60.0  # seconds between two summaries of what was refused
 log = logging.getLogger("keystile.intake")
 
 
+def receivers(syslog: tuple[str, int] | None, grpc: tuple[str, int] | None) -> list[str]:
+    """Where this server takes usage reports from a proxy, in words (empty: nowhere)."""
+    found = []
+    if syslog is not None:
+        found.append(f"nginx's usage lines on udp {syslog[0]}:{syslog[1]} (usage.syslog_listen)")
+    if grpc is not None:
+        found.append(f"Envoy's access-log service on {grpc[0]}:{grpc[1]} (server.grpc_listen)")
+    return found
+
+
+def intake_summary(syslog: tuple[str, int] | None, grpc: tuple[str, int] | None) -> str:
+    """One sentence for ``config check`` and the start-up log: where token usage
+    arrives, or the trap of budgets with no proxy reporting usage."""
+    found = receivers(syslog, grpc)
+    if found:
+        return ("Token usage reports: taken from " + " and ".join(found)
+                + ", and through POST /api/v1/usage.")  # fmt: skip
+    return (
+        f"Token usage reports: {NO_INTAKE} Set usage.syslog_listen (nginx, with the "
+        "shipped keystile-http.conf) or server.grpc_listen (Envoy), or report through "
+        "POST /api/v1/usage; see docs/token-budgets.md."
+    )
+
+
+NO_INTAKE = (
+    "no proxy intake is listening (neither usage.syslog_listen nor "
+    "server.grpc_listen is set): a key or team with a token budget (tokens_per_*) "
+    "is refused once its reservations fill the budget, until they time out "
+    "(usage.reservation_timeout)."
+)
+
+
 class Malformed(ValueError):
     """A line or entry that is not what keystile's shipped config writes."""
 

@@ -214,6 +214,15 @@ class KeyStore(SQLBase):
         )
         return bool(rows)
 
+    async def has_token_budgets(self) -> bool:
+        """Whether any live key or any team has a token budget (tokens_per_* limit)."""
+        rows = await self._fetch(
+            "checking for token budgets",
+            "SELECT 1 FROM keys WHERE deleted_at IS NULL AND limits LIKE '%\"tokens_per_%'"
+            " UNION ALL SELECT 1 FROM teams WHERE limits LIKE '%\"tokens_per_%' LIMIT 1",
+        )
+        return bool(rows)
+
     async def last_event(self) -> int:
         rows = await self._fetch("reading the change log", "SELECT max(seq) FROM key_events")
         return int(rows[0][0] or 0)

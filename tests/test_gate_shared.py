@@ -24,6 +24,7 @@ from keystile.service import KeyService
 from keystile.shared_limits import SharedLimits, connect
 from keystile.static_keys import StaticKeys
 from keystile.store import Store
+from keystile.tokens import TokenBudgets
 from keystile.usage import UsageMeter
 
 from .conftest import Clock
@@ -55,13 +56,18 @@ async def paths(store: Store, clock: Clock) -> AsyncIterator[Maker]:
     table, errors = load_routes(ROUTES, {}, None)
     assert not errors
 
-    async def make(redis: str | None = url, fallback: bool = False) -> Process:
+    async def make(redis: str | None = url, fallback: bool = False, budgets: bool = False,
+                   ) -> Process:  # fmt: skip
         shared = None if redis is None else connect(redis, prefix, fallback=fallback)
         if shared is not None:
             made.append(shared)
         cache = CachedLookup(KeyLookup(store, Hasher(), KeyFormat(), StaticKeys()))
         await cache.start()
-        authorizer = Authorizer(Rules(table), cache, clock=clock, shared=shared)
+        ledger = TokenBudgets(store.tokens_since) if budgets else None
+        rules = Rules(table, token_estimate=1 if budgets else 0)
+        authorizer = Authorizer(rules, cache, clock=clock, shared=shared, budgets=ledger)
+        if authorizer.shared_budgets is not None:
+            await authorizer.shared_budgets.start()
         judge = Judge("test", authorizer, Metrics(), UsageMeter(), DenialLog())
         return Process(authorizer, judge)
 
@@ -177,3 +183,24 @@ async def test_the_local_fallback_starts_from_what_redis_admitted(
     finally:
         await one.authorizer.shared.close()
     assert answers == ["allow", "rate_limited/rate_limit"]
+
+
+@pytest.mark.parametrize("limit", ["quota_day=1", "per_hour=1"])
+async def test_one_order_of_refusals_with_and_without_redis(
+    paths: Maker, service: KeyService, limit: str
+) -> None:
+    """A key over a quota (or a rate limit) and a token budget at once is refused for
+    the same reason whether limits are counted in Redis or in the process: the
+    core's order (quotas, then budgets, then rate limits) on both paths."""
+    name, value = limit.split("=")
+    answers = {}
+    for where in ("redis", "process"):
+        made = await service.create(f"both-{where}", scopes=["chat"],
+                                    limits={name: int(value), "tokens_per_day": 1})  # fmt: skip
+        process = await paths(redis=redis_url() if where == "redis" else None, budgets=True)
+        first = await process.judge.judge(facts(made.key))
+        assert code(first) == "allow"
+        answers[where] = code(await process.judge.judge(facts(made.key)))
+    assert answers["redis"] == answers["process"], answers
+    expected = "quota_exceeded/quota" if name == "quota_day" else "/tokens_per_day"
+    assert answers["process"].endswith(expected), answers

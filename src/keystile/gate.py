@@ -143,7 +143,12 @@ class Authorizer:
             route = decision.route
             token, spent = await shared.reserve(record, "" if route is None else route.name,
                                                 self.rules.estimate(route), now)  # fmt: skip
-            if token is None:
+            if token is None:  # refused by a budget: unless a quota refuses first, as the
+                # core orders them (quotas, budgets, rate limits) on the per-process path too
+                if record.has_quotas:
+                    await self.load_quotas(record, now)
+                    looked = await self.shared.take(record, now, self.quotas.used, look=True)
+                    spent = replace(looked, tokens=spent.tokens)
                 return self.rules.decide(screened, record, spent, now)
         try:
             decision = self.rules.decide(screened, record, await self.take(record, now), now)

@@ -56,8 +56,9 @@ log = logging.getLogger("keystile.limits")
 
 # KEYS: the rate buckets (ARGV[1] of them), then the quota counters.
 # ARGV after the count: slot, limit, ttl in ms per rate bucket; limit, stored usage,
-# ttl in ms per quota counter. Returns {allowed, spent quota (1-based, 0: none),
-# spent rate bucket (0: none), its oldest counted slot, tightest bucket, its remaining}.
+# ttl in ms per quota counter; last, 1 to only look (count nothing) or 0. Returns
+# {allowed, spent quota (1-based, 0: none), spent rate bucket (0: none), its oldest
+# counted slot, tightest bucket, its remaining}.
 SCRIPT = """
 local nrate = tonumber(ARGV[1])
 local arg = 2
@@ -97,6 +98,7 @@ end
 if quota_spent > 0 or rate_spent > 0 then
   return {0, quota_spent, rate_spent, oldest_spent, tight, tight_left}
 end
+if ARGV[#ARGV] == '1' then return {1, 0, 0, 0, tight, tight_left} end
 arg = 2
 for i = 1, nrate do
   redis.call('HINCRBY', KEYS[i], ARGV[arg], 1)
@@ -159,8 +161,10 @@ class SharedLimits:
         return plan[1]
 
     async def take(self, record: KeyRecord, now: float,
-                   stored: Mapping[tuple[str, str, float], int]) -> Limits:  # fmt: skip
-        """The key's limits at ``now``, the request counted in all of them if all fit.
+                   stored: Mapping[tuple[str, str, float], int], *,
+                   look: bool = False) -> Limits:  # fmt: skip
+        """The key's limits at ``now``, the request counted in all of them if all fit
+        (``look``: counted in none, only looked at).
 
         ``stored``: usage per (owner, quota, period start) as :class:`~keystile.quotas.Quotas`
         read it, where a quota counter Redis does not hold yet starts. Raises
@@ -182,6 +186,7 @@ class SharedLimits:
             keys.append(f"{self.prefix}quota:{owner}:{name}:{int(start)}")
             ttl = math.ceil((end - now + QUOTA_TTL_MARGIN) * 1000)
             args += [limit, stored.get((owner, name, start), 0), ttl]
+        args.append(1 if look else 0)
         reply = await self.run(self.sha, keys, args)
         _, quota_spent, rate_spent, oldest, tight, left = (int(value) for value in reply)
         quota_retry = None

@@ -222,7 +222,7 @@ def test_explain_and_usage(run, tmp_path: Path) -> None:
     outside = as_json(run("explain", key["id"], "/v1/chat/x", "--ip", "8.8.8.8", "--json", **env))
     assert (outside["allowed"], outside["reason"]) == (False, "ip_not_allowed")
     inside = run("explain", key["id"], "/v1/chat/x", "--ip", "10.0.0.1", **env).stdout
-    assert "DENY (insufficient_scope)" in inside and "required_scopes" in inside
+    assert "DENY (insufficient_scope, missing_scope)" in inside and "required_scopes" in inside
     assert as_json(run("usage", key["id"], "--json"))["allowed"] == 0
     assert "0 allowed" in run("usage", key["id"]).stdout
 

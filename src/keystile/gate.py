@@ -145,7 +145,7 @@ class Authorizer:
                                                 self.rules.estimate(route), now)  # fmt: skip
             if token is None:  # refused by a budget: unless a quota refuses first, as the
                 # core orders them (quotas, budgets, rate limits) on the per-process path too
-                if record.has_quotas:
+                if record.has_quotas and self.shared is not None:
                     await self.load_quotas(record, now)
                     looked = await self.shared.take(record, now, self.quotas.used, look=True)
                     spent = replace(looked, tokens=spent.tokens)
@@ -221,6 +221,31 @@ class Authorizer:
                 await within(self.quotas.load(record, now), QUOTA_READ_TIMEOUT)
             except TimeoutError:
                 raise StoreUnavailable("reading stored usage for a quota timed out") from None
+
+    async def looked(self, record: KeyRecord, now: float) -> Limits | None:
+        """A limited key's limits as they stand, counting nothing (``explain``): read
+        as :meth:`authorize` reads them (stored usage loaded, Redis asked when limits
+        are shared), token budgets included. None for a key without limits."""
+        if not record.limited:
+            return None
+        budgets = self.budgets if record.has_budgets else None
+        if budgets is not None:
+            await self.load_budgets(budgets, record, now)
+        shared = self.shared
+        if shared is None:
+            limits = (await self.limits(record, now))[0]
+        else:
+            if record.has_quotas:
+                await self.load_quotas(record, now)
+            try:
+                limits = await shared.take(record, now, self.quotas.used, look=True)
+            except LimitsUnavailable:
+                if not shared.fallback:
+                    raise
+                limits = self.local_limits(record, now)[0]
+        if budgets is not None:
+            limits = replace(limits, tokens=budgets.state(record, now))
+        return limits
 
     def local_limits(self, record: KeyRecord, now: float) -> tuple[Limits, RateCheck]:
         """This process's view of the key's limits (quotas loaded), counting nothing."""

@@ -167,4 +167,4 @@ async def explain_request(request: web.Request) -> web.Response:
     record = await _owned(ctx, caller, body["key_id"])
     record = await ctx.keys.store.get_key(record.id)
     return reply(await explain(ctx.authorizer, record, body.get("method") or "GET", body["url"],
-                               body.get("client_ip")))  # fmt: skip
+                               body.get("client_ip"), body.get("headers")))  # fmt: skip

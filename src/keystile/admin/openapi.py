@@ -70,7 +70,12 @@ REQUESTS: dict[str, Any] = {
     "Rotate": _body({"grace": fields.GRACE}),
     "UsageReports": USAGE_REPORTS,
     "Explain": _body({"key_id": fields.ID, "url": fields.URL, "method": fields.METHOD,
-                      "client_ip": fields.ADDRESS}, ("key_id", "url")),
+                      "client_ip": fields.ADDRESS,
+                      # the request's headers, screened as the auth path screens them
+                      "headers": {"type": "object", "maxProperties": 50,
+                                  "additionalProperties": {"type": "string",
+                                                           "maxLength": 8192}}},
+                     ("key_id", "url")),
     "TeamCreate": _body(TEAM_FIELDS, ("name",)),
     "TeamInput": _body(TEAM_FIELDS),
     "UserCreate": _body({"external_id": fields.text_schema("e.g. an email address"),

@@ -20,9 +20,11 @@ from keystile.explain import explain
 from keystile.gate import Authorizer, rules_of
 from keystile.lookup import KeyLookup
 from keystile.quotas import period
+from keystile.shared_limits import connect
 from keystile.static_keys import StaticKeys
 from keystile.store import KeyFilter
 from keystile.store.records import ROLES
+from keystile.tokens import TokenBudgets
 from keystile.usage import spend_of, summarize
 
 
@@ -49,12 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("external_id", help="the name they sign in with, e.g. an email address")
     p.add_argument("--team", metavar="TEAM_ID", type=types.text)
     p.add_argument("--role", choices=ROLES, default="member")
-    p.add_argument("--email", type=types.text)
+    p.add_argument("--email", type=types.email)
     _json(p, user_create)
     p = users.add_parser("create-admin", help="first admin on a fresh install: creates an "
                          "admin and prints a generated password once")  # fmt: skip
     p.add_argument("external_id", help="the name they sign in with")
-    p.add_argument("--email", type=types.text)
+    p.add_argument("--email", type=types.email)
     _json(p, user_create_admin)
     p = users.add_parser("list", help="list users")
     p.add_argument("--team", metavar="TEAM_ID", type=types.text)
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = users.add_parser("update", help="change a user's role, email or team")
     p.add_argument("user", help="user id or sign-in name")
     p.add_argument("--role", choices=ROLES)
-    p.add_argument("--email", type=types.text)
+    p.add_argument("--email", type=types.email)
     p.add_argument("--team", metavar="TEAM_ID", type=types.text)
     _json(p, user_update)
     for name, disabled in (("disable", True), ("enable", False)):
@@ -145,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("url", help="path (and query) or URL, e.g. /v1/chat/completions")
     p.add_argument("--method", default="GET")
     p.add_argument("--ip", metavar="ADDRESS", help="the client's address")
+    p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="a header of the request (repeatable), screened as the auth path "
+                        "screens it")  # fmt: skip
     _json(p, explain_cmd)
 
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
@@ -382,16 +387,33 @@ async def explain_cmd(args: argparse.Namespace, cli: Cli) -> int:
     settings = cli.settings
     lookup = KeyLookup(cli.keys.store, settings.hasher(), settings.key_format, StaticKeys())
     rules = rules_of(settings)
-    authorizer = Authorizer(rules, CachedLookup(lookup))
+    headers = {}
+    for line in args.header:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise InvalidInput("--header", f"{line[:60]!r}: give it as 'Name: value'")
+        headers[name.strip()] = value.strip()
     record = await cli.keys.get(args.key_id)
-    answer = await explain(authorizer, record, args.method, args.url, args.ip)
+    # the server's limits as it reads them: stored usage and tokens, and Redis when shared
+    shared = None
+    if settings.redis_url:
+        shared = connect(settings.redis_url, settings.redis_prefix,
+                         fallback=settings.redis_unavailable == "local",
+                         timeout=settings.redis_timeout)  # fmt: skip
+    budgets = TokenBudgets(cli.keys.store.tokens_since)
+    authorizer = Authorizer(rules, CachedLookup(lookup), shared=shared, budgets=budgets)
+    try:
+        answer = await explain(authorizer, record, args.method, args.url, args.ip, headers)
+    finally:
+        if shared is not None:
+            await shared.close()
     if not settings.routes.routes:
         print("note: no routes loaded (is KEYSTILE_CONFIG set to the server's file?); "
               "the server may decide otherwise", file=sys.stderr)  # fmt: skip
     if args.json:
         emit_json(answer)
         return 0
-    verdict = "ALLOW" if answer["allowed"] else f"DENY ({answer['reason']})"
+    verdict = "ALLOW" if answer["allowed"] else f"DENY ({answer['reason']}, {answer['detail']})"
     print(f"{verdict}: {answer['why']}")
     for name in ("route", "required_scopes", "granted_scopes", "via", "client_ip",
                  "allowed_ips", "team_allowed_ips", "retry_after"):  # fmt: skip

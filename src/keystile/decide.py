@@ -86,9 +86,10 @@ class Facts:
     headers: Headers
     client_ip: str | None = None
     trusted: bool = True  # the auth request came from a trusted proxy
-    # "http"/"https" when the proxy says (forward auth): the sign-in Location is then
-    # absolute, since Traefik resolves a relative one against keystile's own address
-    scheme: str | None = None
+    scheme: str | None = None  # "http"/"https" when the proxy says (forward auth)
+    # the proxy routes by one host and sends the upstream another than ``host`` (nginx:
+    # an absolute-form request line whose host differs from the Host header)
+    ambiguous_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,6 @@ class Presented(NamedTuple):
     cookie: str | None = None  # the Cookie line for the upstream: keystile's cookie taken out
     target: str = ""  # as sent (where a browser returns after signing in)
     navigation: bool = False  # a browser loading a page (not a fetch)
-    origin: str = ""  # scheme://host of the original request when known, else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,19 +216,6 @@ def person_headers(record: KeyRecord, route: Route | None) -> list[tuple[str, st
     return headers
 
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
-
-
-def origin_of(facts: Facts) -> str:
-    """``scheme://host`` of the original request when the proxy said its scheme and
-    the host is a plain host name (anything odd: "", a relative Location)."""
-    if facts.scheme not in ("http", "https") or not facts.host:
-        return ""
-    if not set(facts.host) <= _HOST_CHARS:
-        return ""
-    return f"{facts.scheme}://{facts.host}"
-
-
 def wants_page(method: str, headers: Headers) -> bool:
     """A browser navigating (address bar, link, form), not a script's fetch."""
     if method not in ("GET", "HEAD"):
@@ -287,6 +274,8 @@ class Rules:
             return refusal(reasons.UNTRUSTED_PEER)
         if facts.target is None:
             return refusal(reasons.UNKNOWN_TARGET)
+        if facts.ambiguous_host:
+            return refusal(reasons.AMBIGUOUS_HOST)
         method = canonical_method(facts.method)
         if method is None:
             return refusal(reasons.BAD_METHOD)
@@ -322,19 +311,20 @@ class Rules:
                           overrides or ()):  # fmt: skip
                 return refusal(reasons.CROSS_SITE_REQUEST)
             return Presented(session, method, facts.host, target.path, facts.client_ip,
-                             overrides, True, cookie, facts.target, page,
-                             origin_of(facts))  # fmt: skip
+                             overrides, True, cookie, facts.target, page)  # fmt: skip
         route = self.routes.match(method, facts.host, target.path)
         if route is not None and route.sessions:
-            return self.sign_in(reasons.LOGIN_REQUIRED, facts.target, page, origin_of(facts))
+            return self.sign_in(reasons.LOGIN_REQUIRED, facts.target, page)
         return refusal(reasons.MISSING_API_KEY)
 
-    def sign_in(self, reason: Reason, target: str, page: bool, origin: str = "") -> Decision:
+    def sign_in(self, reason: Reason, target: str, page: bool) -> Decision:
         """A browser without a usable session: to the sign-in page (and back to
-        ``target`` after), or a plain 401 for a script."""
+        ``target`` after), or a plain 401 for a script. The Location is a path, never
+        built from a host the client named (the shipped Traefik config keeps it as it
+        is with ``preserveLocationHeader``)."""
         if not page:
             return refusal(reason)
-        login = f"{origin}{self.sessions.login}?rd={quote(target, safe='/')}"
+        login = f"{self.sessions.login}?rd={quote(target, safe='/')}"
         return Decision(reason, location=login)
 
     def decide(
@@ -350,11 +340,9 @@ class Rules:
         ``invalid_retry``: the client's address sent too many unknown keys."""
         if request.session:
             if record is None or record.kind != SESSION:
-                return self.sign_in(reasons.INVALID_SESSION, request.target, request.navigation,
-                                    request.origin)  # fmt: skip
+                return self.sign_in(reasons.INVALID_SESSION, request.target, request.navigation)
             if record.state(now) != ACTIVE:
-                return self.sign_in(reasons.SESSION_EXPIRED, request.target, request.navigation,
-                                    request.origin)  # fmt: skip
+                return self.sign_in(reasons.SESSION_EXPIRED, request.target, request.navigation)
         elif record is None:
             if invalid_retry is not None:
                 return Decision(reasons.INVALID_KEYS, retry_after=invalid_retry)

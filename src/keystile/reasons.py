@@ -87,6 +87,15 @@ AMBIGUOUS_PATH = Reason(
     _PERM,
     "The request path is ambiguous and was refused.",
 )
+# the Host header names another host than the request line (absolute form): the upstream
+# would get one, keystile judge the other
+AMBIGUOUS_HOST = Reason(
+    "route_not_allowed",
+    "ambiguous_host",
+    _403,
+    _PERM,
+    "The request names two different hosts and was refused.",
+)
 UNKNOWN_TARGET = Reason(
     "route_not_allowed",
     "target_unknown",
@@ -188,7 +197,7 @@ UNAVAILABLE = STORE_UNAVAILABLE
 REASONS: tuple[Reason, ...] = (
     MISSING_API_KEY, INVALID_API_KEY, CONFLICTING_KEYS, EXPIRED_API_KEY, REVOKED_API_KEY,
     DISABLED_API_KEY, INSUFFICIENT_SCOPE, ROUTE_NOT_ALLOWED, CREDENTIAL_NOT_ALLOWED,
-    NO_CREDENTIAL, AMBIGUOUS_PATH, UNKNOWN_TARGET,
+    NO_CREDENTIAL, AMBIGUOUS_PATH, AMBIGUOUS_HOST, UNKNOWN_TARGET,
     UNTRUSTED_PEER, IMITATED_HEADER, BAD_METHOD, METHOD_OVERRIDE, CREDENTIAL_COPY,
     MALFORMED_REQUEST, IP_NOT_ALLOWED, RATE_LIMITED, QUOTA_EXCEEDED, TOKENS_PER_MINUTE,
     TOKENS_PER_DAY, TOKENS_PER_MONTH, INVALID_KEYS,

@@ -13,6 +13,7 @@ import pytest
 from keystile.aliases import ALIAS_CHARS
 from tests.backends import postgres_schema_sync
 from tests.e2e.harness import Keystile, Reply, Stack, Upstream, running_stack
+from tests.waiting import wait_until
 
 UPSTREAM_SECRET = "sk-upstream-provider-secret-0123456789"
 # every proxy on an SQLite file; nginx and Envoy's gRPC dialect on PostgreSQL too
@@ -32,6 +33,11 @@ name = "models"
 path = "/v1/models"
 [routes.inject]
 X-Api-Key = { env = "E2E_UPSTREAM_KEY" }
+
+[[routes]]
+name = "hosted"
+path = "/hosted/*"
+host = "good.example"
 """
 IDENTITY = ["X-Keystile-Key-Id", "X-Keystile-Key-Name", "X-Keystile-Owner", "X-Keystile-Scopes",
             "X-Keystile-Route"]  # fmt: skip
@@ -78,8 +84,30 @@ def keys(stack: Stack) -> dict[str, tuple[str, str]]:
         "other": create_key(ks, "--name", "other", "--scope", "chat"),
     }  # fmt: skip
     ks.cli("keys", "revoke", made["revoked"][0])
-    time.sleep(max(1.2, expiry + 1.2 - time.time()))  # "expiring" expires; the revocation is seen
+    synced_since(ks, time.monotonic())  # the new keys and the revocation are seen
+    time.sleep(max(0.0, expiry + 0.1 - time.time()))  # "expiring" expires: a date, not a wait
     return made
+
+
+def last_sync(keystile: Keystile) -> tuple[float, float]:
+    """Bounds (time.monotonic()) of when keystile last finished reading the store's
+    change log: /metrics says how long ago, as of some moment during the scrape."""
+    asked = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{keystile.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    answered = time.monotonic()
+    (line,) = [x for x in text.splitlines() if x.startswith("keystile_cache_sync_age_seconds ")]
+    age = float(line.split()[1])
+    return asked - age, answered - age
+
+
+def synced_since(keystile: Keystile, moment: float) -> None:
+    """Until keystile has read the change log from scratch after ``moment``: a read
+    that ended after it (it may have begun before), then a later one."""
+    ended = wait_until(lambda: last_sync(keystile), lambda at: at[0] > moment,
+                       what="a change-log read ending after the moment")  # fmt: skip
+    wait_until(lambda: last_sync(keystile), lambda at: at[0] > ended[1],
+               what="the next change-log read")  # fmt: skip
 
 
 def error_of(reply: Reply) -> dict[str, str]:

@@ -6,6 +6,7 @@ reach the browser; keystile's session cookie must never reach the upstream."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,6 +191,26 @@ def test_a_script_without_a_session_gets_401_json_not_a_redirect(
     assert page.header(
         "Location",
     ).endswith("/_keystile/login?rd=/")  # type: ignore[union-attr]
+    assert upstream.seen == []
+
+
+def test_the_sign_in_redirect_never_names_a_host_the_client_chose(
+    stack: Stack, upstream: Upstream
+) -> None:
+    """nginx built the 302 from the client's Host (absolute_redirect): Host: evil.example
+    got Location: http://evil.example:PORT/_keystile/login. Every shipped config
+    answers a path, or a URL of a host it was configured with."""
+    for host in ("evil.example", f"evil.example:{stack.proxy.port}"):
+        with socket.create_connection(("127.0.0.1", stack.proxy.port), timeout=10) as sock:
+            sock.sendall(f"GET /deep/page HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\n"
+                         "Connection: close\r\n\r\n".encode())  # fmt: skip
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        locations = [line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                     if line.lower().startswith("location:")]  # fmt: skip
+        assert all("evil.example" not in location for location in locations), head
     assert upstream.seen == []
 
 

@@ -58,7 +58,8 @@ def test_defaults() -> None:
     )
     assert "key" not in DEFAULT_CREDENTIAL_PARAMS
     assert "token" not in DEFAULT_CREDENTIAL_PARAMS
-    assert frozenset() == DEFAULT_CREDENTIAL_COOKIES
+    # a key copied into a cookie of the query's names is refused by default too
+    assert DEFAULT_CREDENTIAL_PARAMS == DEFAULT_CREDENTIAL_COOKIES
     assert credential_names(DEFAULT_CREDENTIAL_PARAMS) == DEFAULT_CREDENTIAL_PARAMS
 
 
@@ -139,7 +140,14 @@ def test_no_cookie_copy(cookies: list[str]) -> None:
 
 def test_cookies_are_not_read_when_no_cookie_name_is_configured() -> None:
     headers = CIMultiDict([("Cookie", "api_key=sk-1; ks_key=sk-1")])
-    assert credential_copies("", headers) is None
+    assert credential_copies("", headers, cookies=frozenset()) is None
+
+
+def test_a_key_copied_into_a_cookie_of_a_default_name_is_refused_by_default() -> None:
+    for name in ("api_key", "API_KEY", "x-api-key", "access_token", "apikey"):
+        headers = CIMultiDict([("Cookie", f"theme=dark; {name}=ks_abc")])
+        assert credential_copies("", headers) == "cookie", name
+    assert credential_copies("", CIMultiDict([("Cookie", "session=1; csrf=2")])) is None
 
 
 def test_cookie_header_name_is_case_insensitive() -> None:
@@ -155,7 +163,7 @@ def test_query_is_reported_before_cookie() -> None:
 
 def test_cheap_without_query_or_cookie_names() -> None:
     counting = CountingHeaders()
-    assert credential_copies("", counting) is None
+    assert credential_copies("", counting, cookies=frozenset()) is None
     assert counting.getalls == 0
     assert credential_copies("", counting, cookies=KS) is None
     assert counting.getalls == 1

@@ -367,8 +367,10 @@ SETTINGS: tuple[Setting, ...] = (
             "api_key,apikey,api-key,x-api-key,access_token",
             "Query parameter names that hold a credential: a request carrying one is refused "
             "(keystile cannot strip it from the URL).", _names),
-    Setting("credential_cookies", "KEYSTILE_CREDENTIAL_COOKIES", "auth.credential_cookies", "",
-            "Cookie names that hold a credential: a request carrying one is refused.", _names),
+    Setting("credential_cookies", "KEYSTILE_CREDENTIAL_COOKIES", "auth.credential_cookies",
+            "api_key,apikey,api-key,x-api-key,access_token",
+            "Cookie names that hold a credential: a request carrying one is refused "
+            "(an empty list in the TOML file: no check).", _names),
     Setting("invalid_key_limit", "KEYSTILE_INVALID_KEY_LIMIT", "auth.invalid_key_limit", "300",
             "Unknown keys a client address may send per minute before further unknown keys "
             "from it are answered 429 (valid keys are never held back); 0: off.",

@@ -28,11 +28,12 @@ from keystile.paths import param_key, query_params
 # upstream has no such parameters.
 DEFAULT_CREDENTIAL_PARAMS = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token"})
 
-# Cookie names (param_key form) that carry keys. None by default: there is no
-# convention, cookies behind an API gateway usually belong to the upstream
-# (sessions, CSRF tokens) and refusing one would break it. Name the cookie a
-# browser client keeps its key in, if it has one.
-DEFAULT_CREDENTIAL_COOKIES: frozenset[str] = frozenset()
+# Cookie names (param_key form) that carry keys: the same names as the query's. A
+# browser or a client library that keeps its key in a cookie of one of these names
+# would otherwise hand it to the upstream beside the header keystile strips. An
+# upstream whose own cookie has such a name (an app's "access_token"): configure
+# the list (an empty list in the TOML file turns the check off).
+DEFAULT_CREDENTIAL_COOKIES: frozenset[str] = DEFAULT_CREDENTIAL_PARAMS
 
 Place = Literal["query", "cookie"]
 _NONE: list[str] = []

@@ -66,6 +66,14 @@ CREATE = ["keys", "create", "--name", "k"]
         (["teams", "create", "t", "--limit", "quota_day=1000000000001"], ["quota_day"]),
         (["users", "create", "u" * 201], ["external_id"]),
         (["audit", "list", "--limit", "100000"], ["--limit", "100000"]),
+        # numbers as the pages and the API read them (keystile.numbers): ASCII digits only
+        ([*CREATE, "--limit", "per_minute=\u0661\u0662"], ["per_minute=\u0661", "digits 0-9"]),
+        ([*CREATE, "--limit", "per_minute=\uff17"], ["per_minute=\uff17", "digits 0-9"]),
+        (["audit", "list", "--limit", "\u00b3"], ["--limit", "\u00b3"]),
+        # addresses by keystile.emails' rules
+        (["users", "create", "kim", "--email", "\u212aim@example.com"], ["--email", "U+212A"]),
+        (["users", "create", "ana", "--email", "ana@evil.com@example.com"],
+         ["--email", "more than one @"]),
         (["usage", "key_x", "--since", "99999-01-01"], ["--since", "99999-01-01"]),
     ],
 )  # fmt: skip

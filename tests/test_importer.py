@@ -71,3 +71,14 @@ async def test_bad_source_names_the_problem(tmp_path: Path, store: Store, clock:
         await import_keys(store, source, "nope", clock)
     with pytest.raises(InvalidInput, match="plain table name"):
         await import_keys(store, source, "x; DROP TABLE keys", clock)
+
+
+@pytest.mark.parametrize("enabled", ["\u00b2", "\u0661", "yes", "1.5.0"])
+async def test_an_enabled_column_that_is_not_a_number_names_the_row(
+    tmp_path: Path, store: Store, clock: Clock, enabled: str
+) -> None:
+    source = legacy_db(
+        tmp_path / "old.db", [(sha(LEGACY), None, "x", None, None, None, enabled, None, None)]
+    )
+    with pytest.raises(InvalidInput, match="row 1 enabled"):
+        await import_keys(store, source, "api_keys", clock)

@@ -257,6 +257,14 @@ async def test_the_email_may_come_from_userinfo(sso: SingleSignOn, idp: FakeIdP)
     ({"email": "eve@evil.com", "email_verified": True}, "domain_not_allowed"),
     ({"email": "eve@sub.example.com", "email_verified": True}, "domain_not_allowed"),
     ({"email": "eve@example.com.evil.com", "email_verified": True}, "domain_not_allowed"),
+    # not an address by keystile's rules: refused before the domain is looked at
+    ({"email": "ana@evil.com@example.com", "email_verified": True}, "email_invalid"),
+    ({"email": '"ana@evil.com"@example.com', "email_verified": True}, "email_invalid"),
+    ({"email": "ana@example.com\r\nX: y", "email_verified": True}, "email_invalid"),
+    ({"email": "\u212aim@example.com", "email_verified": True}, "email_invalid"),
+    ({"email": "\u212aim@example.com", "email_verified": False}, "email_invalid"),
+    ({"email": " ana@example.com", "email_verified": True}, "email_invalid"),
+    ({"email": "", "email_verified": True}, "email_missing"),
 ])  # fmt: skip
 async def test_refused_people(sso: SingleSignOn, idp: FakeIdP, claims: dict[str, Any],
                               code: str, store: Store) -> None:  # fmt: skip
@@ -265,6 +273,36 @@ async def test_refused_people(sso: SingleSignOn, idp: FakeIdP, claims: dict[str,
         await sign_in(sso, idp)
     assert caught.value.code == code
     assert await store.list_users() == []
+
+
+async def test_a_look_alike_of_an_admin_s_address_is_refused(sso: SingleSignOn, idp: FakeIdP,
+                                                              store: Store) -> None:  # fmt: skip
+    kim = await sso.accounts.create_user("kim@example.com", role="admin", email="kim@example.com")
+    idp.claims = {"email": "\u212aim@example.com", "email_verified": True}  # KELVIN SIGN
+    with pytest.raises(OIDCFailure) as caught:
+        await sign_in(sso, idp)
+    assert (caught.value.code, caught.value.detail) == ("email_invalid", "not_normalised")
+    assert "U+212A KELVIN SIGN" in caught.value.message
+    idp.claims = {"email": "KIM@Example.com", "email_verified": True}  # ASCII case: the same
+    assert (await sign_in(sso, idp)).user.id == kim.id
+    assert [u.id for u in await store.list_users()] == [kim.id]
+
+
+async def test_a_stored_look_alike_is_not_found_for_the_address_it_imitates(
+    sso: SingleSignOn, idp: FakeIdP, store: Store
+) -> None:
+    """PostgreSQL's lower() folds KELVIN SIGN to k as Python's does: a user stored (before
+    these rules, or by hand) as Kim@example.com must not be found for kim@example.com."""
+    from keystile.store import User
+
+    forged = User("user_kelvin", "\u212aim@example.com", NOW, NOW, role="admin",
+                  email="\u212aim@example.com")  # fmt: skip
+    await store.insert_user(forged)
+    assert await store.find_user_by_email("kim@example.com") == []
+    idp.claims = {"email": "kim@example.com", "email_verified": True}
+    user = (await sign_in(sso, idp)).user
+    assert user.id != forged.id and user.role == "member"
+    assert user.external_id == "kim@example.com"
 
 
 async def test_a_disabled_user_is_refused(sso: SingleSignOn, idp: FakeIdP) -> None:

@@ -1,5 +1,7 @@
 """Durations ("30d", "1h30m", "0") and instants (ISO-8601) as people type them.
 
+Digits are ASCII 0-9 only (``[0-9]`` in the patterns, never ``\\d`` or ``isdigit``).
+
 Both are bounded: a duration is at most :data:`MAX_DURATION` (100 years), and
 :func:`format_instant` renders any stored number, however far out of range,
 without raising (it clamps to years 1-9999), so no listing can break on one.
@@ -19,6 +21,7 @@ DURATION_PATTERN = "^(0[smhdw]?|[1-9][0-9]{0,5}[smhdw]([0-9]{1,6}[smhdw]){0,4})$
 MAX_DURATION = 36525 * 86400  # 100 years of 365.25 days
 MAX_INSTANT_LENGTH = 64
 _DURATION_RE = re.compile(DURATION_PATTERN)
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PART_RE = re.compile(r"([0-9]+)([smhdw])")
 _FIRST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
@@ -39,7 +42,7 @@ def parse_duration(text: str) -> float:
 def parse_instant(text: str) -> float:
     """Unix seconds of an ISO-8601 date or date-time; a time without a zone is UTC."""
     try:
-        if len(text) > MAX_INSTANT_LENGTH:
+        if len(text) > MAX_INSTANT_LENGTH or not text.isascii():  # digits 0-9 only
             raise ValueError
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -50,6 +53,17 @@ def parse_instant(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_day(text: str) -> float:
+    """Unix seconds of the start (UTC) of a day written YYYY-MM-DD, as a date input sends
+    it; nothing else (no time, no week or ordinal date, no other digits than 0-9)."""
+    if not _DAY_RE.fullmatch(text):
+        raise ValueError(f"{text[:80]!r} is not a date: use YYYY-MM-DD, e.g. 2027-01-31")
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day of the calendar") from None
 
 
 def format_instant(seconds: float | None) -> str:

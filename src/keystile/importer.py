@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from keystile import keys
+from keystile import keys, numbers
 from keystile.durations import parse_instant
 from keystile.errors import InvalidInput
 from keystile.fields import check_metadata, check_name, check_owner, check_scopes
@@ -41,7 +41,7 @@ class ImportResult:
 def _instant(value: Any, field: str, row: int) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,20}(\.[0-9]{1,20})?", value.strip()):
         value = float(value)
     if isinstance(value, int | float):
         return float(value) / (1000.0 if value > 1e11 else 1.0)  # milliseconds, if it looks so
@@ -49,6 +49,18 @@ def _instant(value: Any, field: str, row: int) -> float | None:
         return parse_instant(str(value))
     except ValueError as exc:
         raise InvalidInput(f"row {row} {field}", str(exc)) from None
+
+
+def _enabled(value: Any, row: int) -> bool:
+    """An enabled column: missing is enabled; else a whole number (0 is off) or a boolean."""
+    if value is None:
+        return True
+    if isinstance(value, bool | int | float):
+        return bool(value)
+    number = numbers.digits(str(value).strip())
+    if number is None:
+        raise InvalidInput(f"row {row} enabled", f"{str(value)[:40]!r} is not 0 or 1")
+    return bool(number)
 
 
 def _scopes(value: Any, row: int) -> tuple[str, ...]:
@@ -110,7 +122,6 @@ def _record(row: dict[str, Any], number: int, now: float) -> KeyRecord:
     if not _HEX64_RE.fullmatch(key_hash):
         raise InvalidInput(f"row {number} key_hash", "is not a hex SHA-256 digest")
     created = _instant(row.get("created_at"), "created_at", number) or now
-    enabled = row.get("enabled")
     return KeyRecord(
         id=new_key_id(),
         key_hash=key_hash.lower(),
@@ -124,7 +135,7 @@ def _record(row: dict[str, Any], number: int, now: float) -> KeyRecord:
         updated_at=now,
         last_used_at=_instant(row.get("last_used_at"), "last_used_at", number),
         expires_at=_instant(row.get("expires_at"), "expires_at", number),
-        enabled=True if enabled is None else bool(int(enabled)),
+        enabled=_enabled(row.get("enabled"), number),
         origin="imported",
     )
 

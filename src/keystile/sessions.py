@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from keystile.emails import fold
 from keystile.errors import KeystileError, NotFound
 from keystile.model import ADMIN_SCOPE, ALL_SCOPES, SESSION, KeyRecord
 from keystile.passwords import verify_password
@@ -143,8 +144,9 @@ class LoginThrottle:
 
     An attempt counts from the moment it starts (so parallel guesses cannot all
     slip past the check) and is forgotten when it succeeds. ``attempts`` of one
-    name from one address lock that pair; four times as many from one address
-    (names sprayed) lock the address. In memory, per process: with several
+    name from one address lock that pair (the name ASCII-lower-cased, by
+    :func:`keystile.emails.fold`); four times as many from one address (names
+    sprayed) lock the address. In memory, per process: with several
     workers each keeps its own count. Entries expire from the oldest end; when
     ``max_entries`` are all still live, a new pair is treated as locked (never
     is a locked pair forgotten to make room)."""
@@ -169,14 +171,14 @@ class LoginThrottle:
     def locked(self, name: str, address: str, now: float) -> bool:
         who = _who(address)
         self.expire(now)
-        full = len(self.failures) >= self.max_entries and (name.lower(), who) not in self.failures
-        return (full or len(self._recent((name.lower(), who), now)) >= self.attempts
+        full = len(self.failures) >= self.max_entries and (fold(name), who) not in self.failures
+        return (full or len(self._recent((fold(name), who), now)) >= self.attempts
                 or len(self._recent(("", who), now)) >= self.attempts * 4)  # fmt: skip
 
     def attempt(self, name: str, address: str, now: float) -> None:
         """Count an attempt now (before the password is checked)."""
         who = _who(address)
-        for key in ((name.lower(), who), ("", who)):
+        for key in ((fold(name), who), ("", who)):
             times = self.failures.pop(key, [])  # re-inserted: most recently touched last
             times.append(now)
             self.failures[key] = times
@@ -184,7 +186,7 @@ class LoginThrottle:
     def succeeded(self, name: str, address: str) -> None:
         """A right password: this attempt was not a failure."""
         who = _who(address)
-        self.failures.pop((name.lower(), who), None)
+        self.failures.pop((fold(name), who), None)
         spray = self.failures.get(("", who))
         if spray:
             spray.pop()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keystile.accounts import AccountService
+from keystile.emails import InvalidEmail, domain_of, email_key, fold
 from keystile.errors import Conflict
 from keystile.oidc import OIDCFailure, Provider, digest, new_secret
 from keystile.service import Issued
@@ -40,15 +41,16 @@ class Policy:
     group_map: tuple[tuple[str, str], ...] = ()
 
 
-def email_domain_allowed(email: str, domains: frozenset[str]) -> bool:
-    """Exact match of the part after the last @ (lower-cased); no domains: any."""
-    return not domains or email.rpartition("@")[2].lower() in domains
+def email_domain_allowed(key: str, domains: frozenset[str]) -> bool:
+    """The domain of ``key`` (an :func:`~keystile.emails.email_key`) is one of ``domains``
+    exactly, compared ASCII-lower-cased; no domains: any."""
+    return not domains or domain_of(key) in {fold(domain) for domain in domains}
 
 
 def verified(claims: Mapping[str, Any]) -> bool:
     """email_verified is true (a boolean; the string "true", as some providers send it)."""
     value = claims.get("email_verified")
-    return value is True or (isinstance(value, str) and value.lower() == "true")
+    return value is True or (isinstance(value, str) and fold(value) == "true")
 
 
 def claim_values(claims: Mapping[str, Any], name: str) -> set[str]:
@@ -108,16 +110,19 @@ class SingleSignOn:
         return await self.sessions.start(user, address, user_agent, "session.login_oidc")
 
     async def _person(self, claims: Mapping[str, Any]) -> User:
-        email = claims.get("email")
-        if not isinstance(email, str) or "@" not in email:
+        given = claims.get("email")
+        if not isinstance(given, str) or not given:
             raise OIDCFailure("email_missing", "The provider did not tell keystile your email "
                               "address (is the 'email' scope granted?).")  # fmt: skip
-        email = email.strip().lower()
+        try:  # first: the domain of an address keystile does not take means nothing
+            email = email_key(given)
+        except InvalidEmail as exc:
+            raise OIDCFailure("email_invalid", str(exc), exc.reason) from None
         if not verified(claims):
             raise OIDCFailure("email_not_verified", f"The provider has not verified {email}.",
                               email=email)  # fmt: skip
         if not email_domain_allowed(email, self.policy.email_domains):
-            raise OIDCFailure("domain_not_allowed", f"Accounts of {email.rpartition('@')[2]} "
+            raise OIDCFailure("domain_not_allowed", f"Accounts of {domain_of(email)} "
                               "may not sign in here.", email=email)  # fmt: skip
         found = await self.store.find_user_by_email(email)
         if found:

@@ -26,6 +26,11 @@ schemathesis.openapi.format(
 schemathesis.openapi.format(
     "keystile-instant", st.integers(0, 4_000_000_000).map(lambda at: format_instant(at))
 )
+# addresses by keystile.emails' rules: ASCII dot-atoms, within its lengths
+schemathesis.openapi.format(
+    "keystile-email",
+    st.emails().filter(lambda a: len(a) <= 254 and len(a.partition("@")[0]) <= 64),
+)
 addresses = st.ip_addresses().map(str)
 networks = st.ip_addresses(v=4).map(lambda a: f"{a}/{24}") | st.ip_addresses(v=6).map(
     lambda a: f"{a}/64"

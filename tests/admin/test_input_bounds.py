@@ -127,6 +127,10 @@ async def test_the_largest_values_inside_the_bounds_are_taken(api: TestClient) -
          "limits.quota_day"),
         ("POST", "/teams", {"json": {"name": "t", "allowed_ips": ["*"] * 65}}, "allowed_ips"),
         ("POST", "/users", {"json": {"external_id": "a\x1bb"}}, "external_id"),
+        ("POST", "/users", {"json": {"external_id": "kim", "email": "\u212aim@example.com"}},
+         "email"),
+        ("POST", "/users", {"json": {"external_id": "ana", "email": "a@evil.com@example.com"}},
+         "email"),
         ("POST", "/groups", {"json": {"name": "g", "scopes": ["s"] * 65}}, "scopes"),
     ],
 )  # fmt: skip

@@ -8,13 +8,13 @@ valid against ``/api/v1/openapi.json``. The first failure becomes an
 and showing the value, which the API answers with a 422.
 
 Query values arrive as text: one that a parameter's schema wants as an integer
-is read as one when it is a whole number; an empty value counts as absent (the
+is read by :func:`keystile.numbers.whole_number` within the schema's bounds, as
+the pages and the CLI read numbers; an empty value counts as absent (the
 document says ``allowEmptyValue``). A header given empty is invalid.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,9 @@ import jsonschema_rs
 import orjson
 from aiohttp import web
 
+from keystile import numbers
 from keystile.errors import InvalidInput
 from keystile.fields import FORMATS, format_predicates
-
-_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class Check:
 class OperationInputs:
     body: Check | None
     query: Check | None
-    query_integers: frozenset[str]
+    query_integers: dict[str, tuple[int, int]]  # name -> (minimum, maximum)
     headers: Check | None
     header_names: tuple[str, ...]
 
@@ -74,7 +73,7 @@ def compile_document(document: dict[str, Any]) -> dict[str, OperationInputs]:
             found[operation["operationId"]] = OperationInputs(
                 body=body,
                 query=Check.of(_object(query)) if query else None,
-                query_integers=frozenset(n for n, s in query.items() if _wants_integer(s)),
+                query_integers={n: _bounds(s) for n, s in query.items() if _wants_integer(s)},
                 headers=Check.of(_object(headers)) if headers else None,
                 header_names=tuple(headers),
             )
@@ -90,6 +89,11 @@ def _resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
+
+
+def _bounds(schema: dict[str, Any]) -> tuple[int, int]:
+    """An integer parameter's (minimum, maximum); the document gives both for each."""
+    return int(schema["minimum"]), int(schema["maximum"])
 
 
 def _wants_integer(schema: dict[str, Any]) -> bool:
@@ -133,10 +137,9 @@ def read_query(request: web.Request) -> dict[str, Any]:
     for name, value in request.query.items():
         if value == "" or name in values:
             continue
-        if name in inputs.query_integers and _INTEGER_RE.fullmatch(value):
-            values[name] = int(value)
-        else:
-            values[name] = value
+        bounds = inputs.query_integers.get(name)
+        # read as the pages and the CLI read a number (keystile.numbers): ASCII digits only
+        values[name] = value if bounds is None else numbers.whole_number(name, value, *bounds)
     if inputs.query is not None:
         inputs.query(values)
     return values

@@ -1,7 +1,8 @@
 """argparse value types: each error names the value and says what is expected.
 
 The bounds are those of :mod:`keystile.fields`, which the admin API serves and
-checks too; what needs the store or the clock (a name, a limit's range, an
+checks too, and numbers are read by :mod:`keystile.numbers`, as the pages and the API
+read them; what needs the store or the clock (a name, a limit's range, an
 expiry) is checked again by the service layer, as for the API.
 """
 
@@ -13,10 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from keystile import fields
+from keystile import fields, numbers
 from keystile.durations import parse_instant
-
-_NUMBER_RE = re.compile(r"[0-9]{1,20}")
+from keystile.errors import InvalidInput
 
 
 def _checked(check: Callable[[str], Any], text: str) -> Any:
@@ -47,29 +47,46 @@ def pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _number(parse: Callable[[str], int], text: str, given: str | None = None) -> int:
+    """A keystile.numbers parser's answer, or argparse's error with its message (argparse
+    names the option; ``given``: the whole argument, shown first)."""
+    try:
+        return parse(text)
+    except InvalidInput as exc:
+        message = str(exc).split(": ", 1)[1]
+        shown = message if given is None else f"{given[:80]!r}: {message}"
+        raise argparse.ArgumentTypeError(shown) from None
+
+
 def bounded_int(least: int, most: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not _NUMBER_RE.fullmatch(text) or not least <= int(text) <= most:
-            raise argparse.ArgumentTypeError(
-                f"{text[:80]!r} is not a whole number from {least} to {most}"
-            )
-        return int(text)
+        return _number(lambda t: numbers.whole_number("value", t, least, most), text)
 
     return parse
 
 
 positive_int = bounded_int(1, 10**6)
-page_size = bounded_int(1, fields.MAX_PAGE)
+
+
+def page_size(text: str) -> int:
+    """How many rows a listing shows: the admin API's page size."""
+    return _number(lambda t: numbers.page_size("limit", t), text)
 
 
 def limit(text: str) -> tuple[str, int]:
-    """NAME=N; the name and N's range are checked with the key (fields.check_limits)."""
+    """NAME=N, N as the pages and the API read it; the name is checked with the key
+    (fields.check_limits)."""
     name, sep, value = text.partition("=")
-    if not sep or not _NUMBER_RE.fullmatch(value):
+    if not sep or not name:
         raise argparse.ArgumentTypeError(
-            f"{text[:80]!r} is not NAME=N, e.g. per_minute=60 (N from 1 to {fields.MAX_LIMIT})"
+            f"{text[:80]!r} is not NAME=N, e.g. per_minute=60 (N from 1 to {numbers.MAX_LIMIT})"
         )
-    return name, int(value)
+    return name, _number(lambda t: numbers.limit(name, t), value, text)
+
+
+def email(text: str) -> str:
+    """An email address by keystile's rules (keystile.emails), as given."""
+    return str(_checked(fields.email_address, text))
 
 
 def text(value: str) -> str:

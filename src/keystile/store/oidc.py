@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from keystile.emails import key_or_none
 from keystile.store.accounts import _USER, _user
 from keystile.store.records import User
 from keystile.store.sql import SQLBase
@@ -43,11 +44,17 @@ class OIDCStore(SQLBase):
             )  # fmt: skip
         return None if row is None else Pending(*row)
 
-    async def find_user_by_email(self, email: str) -> list[User]:
-        """Users whose email, or sign-in name, is ``email`` (case-insensitive), oldest first."""
+    async def find_user_by_email(self, key: str) -> list[User]:
+        """Users whose email, or sign-in name, is the address ``key`` (an
+        :func:`~keystile.emails.email_key`), oldest first.
+
+        SQL's ``lower()`` only narrows the search (through the index on it): PostgreSQL's
+        folds U+212A KELVIN SIGN to ``k`` as Python's does, so each row found is compared
+        again by keystile's own rule (ASCII lower-casing of a valid address)."""
         rows = await self._fetch(
             "finding a user by email",
             f"{_USER} WHERE lower(email) = ? OR lower(external_id) = ? ORDER BY created_at",
-            (email.lower(), email.lower()),
+            (key, key),
         )
-        return [_user(row) for row in rows]
+        users = [_user(row) for row in rows]
+        return [u for u in users if key in (key_or_none(u.email), key_or_none(u.external_id))]

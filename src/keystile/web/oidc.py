@@ -77,6 +77,9 @@ FAILURES: dict[str, tuple[int, str, str]] = {
                        "To sign in, start again and allow access at the provider."),
     "email_missing": (403, "The provider did not share your email address",
                       "Start again and allow keystile to see your email address."),
+    "email_invalid": (403, "Your email address is not one keystile accepts",
+                      "Sign in with an account whose address is plain ASCII, such as "
+                      "name@example.com, or ask an administrator."),
     "email_not_verified": (403, "Your email address is not verified",
                            "Verify your email address with the identity provider, then "
                            "sign in again."),

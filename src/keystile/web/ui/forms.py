@@ -1,7 +1,8 @@
 """Reading the key forms (create and edit) into the service layer's arguments.
 
 Values are checked by the service layer (:mod:`keystile.fields`), the same checks
-as the admin API and the CLI; this module only turns form fields into them.
+as the admin API and the CLI; this module only turns form fields into them, numbers
+with the parsers of :mod:`keystile.numbers` that the API and the CLI use too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 from multidict import MultiDictProxy
 
+from keystile import numbers
 from keystile.bounds import covers
-from keystile.durations import parse_instant
+from keystile.durations import parse_day
 from keystile.errors import InvalidInput
 from keystile.fields import LIMIT_NAMES
 from keystile.model import ADMIN_SCOPE
@@ -65,9 +67,7 @@ def limits_of(form: MultiDictProxy[Any]) -> dict[str, int]:
     for name in LIMIT_NAMES:
         value = text(form, f"limit_{name}")
         if value:
-            if not value.isdigit():
-                raise InvalidInput(f"limits.{name}", f"{value!r} is not a whole number")
-            limits[name] = int(value)
+            limits[name] = numbers.limit(name, value)
     return limits
 
 
@@ -86,12 +86,11 @@ def expiry_of(form: MultiDictProxy[Any], now: float) -> Any:
         if not day:
             raise InvalidInput("expires_on", "pick a date, or another expiry")
         try:  # the end of that day, UTC
-            return parse_instant(day[:10]) + DAY
-        except ValueError:
-            raise InvalidInput("expires_on", f"{day!r} is not a date (YYYY-MM-DD)") from None
-    if choice.isdigit() and int(choice) in PRESETS:
-        return now + int(choice) * DAY
-    raise InvalidInput("expiry", f"{choice!r} is not one of never, {PRESETS} or a date")
+            return parse_day(day) + DAY
+        except ValueError as exc:
+            raise InvalidInput("expires_on", str(exc)) from None
+    preset = numbers.choice("expiry", choice, PRESETS, also=("never", "date"))
+    return now + preset * DAY
 
 
 def credential_of(form: MultiDictProxy[Any], current: str | None = None) -> Any:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from keystile import numbers
 from keystile.access import reachable_routes
 from keystile.admin.http import ApiError
 from keystile.errors import InvalidInput, NotFound
@@ -40,11 +41,7 @@ async def home(request: web.Request) -> web.Response:
 
 
 def _days(value: str, field: str) -> int | None:
-    if not value:
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= 36525:
-        raise InvalidInput(field, f"{value!r} is not a number of days from 1 to 36525")
-    return int(value)
+    return numbers.days(field, value) if value else None
 
 
 def key_filter(who: Viewer, query: dict[str, str], now: float) -> KeyFilter:

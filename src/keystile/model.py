@@ -23,6 +23,34 @@ REVOKED = "revoked"
 DELETED = "deleted"
 STATES = (ACTIVE, EXPIRED, DISABLED, REVOKED, DELETED)
 
+# The state changes a key may go through, and who may make each: an admin (the
+# admin key, a key or person with scope admin) or the key's owner (a keys:self key,
+# a signed-in member on their own key). Revoked and deleted are final for everyone.
+# Anything else is refused: a member cannot bring back a key an admin expired or
+# disabled by editing it (a new expiry, "enabled"). docs/policy.md shows this table.
+ADMIN_ROLE, OWNER_ROLE = "admin", "owner"
+TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
+    (ACTIVE, DISABLED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (ACTIVE, EXPIRED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (ACTIVE, REVOKED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (ACTIVE, DELETED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (DISABLED, ACTIVE): frozenset({ADMIN_ROLE}),
+    (DISABLED, EXPIRED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (DISABLED, REVOKED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (DISABLED, DELETED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (EXPIRED, ACTIVE): frozenset({ADMIN_ROLE}),
+    (EXPIRED, DISABLED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (EXPIRED, REVOKED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (EXPIRED, DELETED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+    (REVOKED, DELETED): frozenset({ADMIN_ROLE, OWNER_ROLE}),
+}
+
+
+def may_change_state(role: str, before: str, after: str) -> bool:
+    """Whether ``role`` may take a key from state ``before`` to ``after`` (staying put
+    is always fine)."""
+    return before == after or role in TRANSITIONS.get((before, after), frozenset())
+
 COLUMNS = (
     "id", "key_hash", "hash_scheme", "display_prefix", "name", "owner", "scopes", "metadata",
     "created_at", "updated_at", "last_used_at", "expires_at", "enabled", "revoked_at",

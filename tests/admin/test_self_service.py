@@ -226,3 +226,58 @@ async def test_self_service_reaches_no_group_team_user_or_audit_endpoint(api: Te
     ):
         status, answer = await status_of(api, method, path, secret, json=body)
         refused(status, answer)
+
+
+# (what the admin did, the owner's edit that would bring the key back)
+REVIVALS = [
+    ("expire", {"expires_in": "1d"}),
+    ("expire", {"expires_at": None}),
+    ("expire", {"name": "renamed", "scopes": ["chat"], "expires_in": "29d"}),
+    ("disable", {"enabled": True}),
+    ("disable", {"enabled": True, "name": "x"}),
+    ("revoke", {"enabled": True, "expires_in": "1d"}),
+]
+
+
+@pytest.mark.parametrize(("done", "edit"), REVIVALS)
+async def test_an_owner_never_revives_a_key_an_admin_stopped(
+    api: TestClient, done: str, edit: dict[str, Any]
+) -> None:
+    """State goes only where the transition table lets the role take it: an admin
+    expires (disables, revokes) a key; its owner's edit leaves it stopped."""
+    secret, _ = await setup(api)
+    child = await call(api, "POST", "/keys", 201, key=secret, json=WITHIN)
+    if done == "disable":
+        await call(api, "PATCH", f"/keys/{child['id']}", 200, json={"enabled": False})
+    else:
+        await call(api, "POST", f"/keys/{child['id']}/{done}", 200)
+    status, answer = await status_of(api, "PATCH", f"/keys/{child['id']}", secret, json=edit)
+    after = await call(api, "GET", f"/keys/{child['id']}", 200)
+    assert after["state"] != "active", (status, answer, after)
+    if status != 200:  # a revoked key stays revoked whatever is edited
+        refused(status, answer)
+    # the admin may bring an expired or disabled key back
+    if done != "revoke":
+        await call(api, "PATCH", f"/keys/{child['id']}", 200,
+                   json={"enabled": True, "expires_in": "1d"})  # fmt: skip
+        assert (await call(api, "GET", f"/keys/{child['id']}", 200))["state"] == "active"
+
+
+def test_the_transition_table() -> None:
+    """Who may take a key from which state to which: one table (model.TRANSITIONS)."""
+    from keystile.model import ADMIN_ROLE, OWNER_ROLE, STATES, may_change_state
+
+    for before in STATES:
+        for after in STATES:
+            admin, owner = (
+                may_change_state(ADMIN_ROLE, before, after),
+                may_change_state(OWNER_ROLE, before, after),
+            )
+            if before == after:
+                assert admin and owner
+            elif before in ("revoked", "deleted") and after != "deleted":
+                assert not admin and not owner, (before, after)  # final
+            elif after == "active":
+                assert admin and not owner, (before, after)  # only an admin revives
+            elif after in ("disabled", "expired", "revoked", "deleted"):
+                assert (owner and admin) or before == "deleted", (before, after)

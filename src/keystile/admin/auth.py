@@ -13,6 +13,7 @@ key, or one used from outside its allowlist, is refused here too.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from keystile.admin.http import ApiError
 from keystile.bounds import excess
 from keystile.clientip import TrustedProxies
 from keystile.gate import Authorizer
-from keystile.model import KeyRecord
+from keystile.model import ADMIN_ROLE, OWNER_ROLE, KeyRecord, may_change_state
 
 ADMIN = "admin"
 SELF_SERVICE = "keys:self"
@@ -53,8 +54,18 @@ class Caller:
         A change to a key an admin made looser than the caller passes when it loosens
         nothing of that key (renaming, disabling, tightening); any other change, every
         new key and every rotation must fit within the caller's own key. Admins are not
-        bounded.
+        bounded. A change of the key's state must be one :data:`keystile.model.TRANSITIONS`
+        lets the caller's role make (a member cannot revive a key an admin expired).
         """
+        if current is not None:
+            now = time.time()
+            before, after = current.state(now), proposed.state(now)
+            role = ADMIN_ROLE if self.is_admin else OWNER_ROLE
+            if not may_change_state(role, before, after):
+                who = "an admin" if self.is_admin else "its owner"
+                raise ApiError(403, "permission_error", "state_change_not_allowed",
+                               f"the key is {before}: {who} cannot make it {after}"
+                               + ("" if self.is_admin else " (ask an admin)"))  # fmt: skip
         if self.is_admin:
             return
         over = excess(proposed, self.record)

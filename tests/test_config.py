@@ -152,3 +152,17 @@ def test_each_default_is_declared_once_in_the_settings_table() -> None:
                      if f.default is not dataclasses.MISSING
                      or f.default_factory is not dataclasses.MISSING]  # fmt: skip
     assert with_defaults == ["routes"]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("KEYSTILE_WORKERS", "٢"), ("KEYSTILE_WORKERS", "²"), ("KEYSTILE_INVALID_KEY_LIMIT", "١٢"),
+    ("KEYSTILE_LISTEN", "127.0.0.1:\uff18\uff17\uff10\uff10"),
+    ("KEYSTILE_TOKEN_ESTIMATE", "\uff15"),
+    ("KEYSTILE_OIDC_EMAIL_DOMAINS", "\u212aexample.com"),
+])  # fmt: skip
+def test_other_scripts_digits_and_look_alikes_are_refused_naming_the_setting(
+    name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({name: value})
+    assert name in str(caught.value)

@@ -98,6 +98,8 @@ def _tokens(value: Any) -> int:
 def _positive(kind: type[int] | type[float]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         try:
+            if isinstance(value, str) and not value.strip().isascii():
+                raise ValueError  # int() and float() read other scripts' digits too
             number = kind(value)
         except (TypeError, ValueError):
             raise ValueError(f"must be a {kind.__name__}") from None
@@ -116,6 +118,8 @@ def _unmatched(value: Any) -> str:
 
 def _non_negative_int(value: Any) -> int:
     try:
+        if isinstance(value, str) and not value.strip().isascii():
+            raise ValueError  # int() reads other scripts' digits too
         number = int(value)
     except (TypeError, ValueError):
         raise ValueError("must be a whole number") from None
@@ -227,8 +231,12 @@ def _client_auth(value: Any) -> str:
 
 def _domains(value: Any) -> frozenset[str]:
     domains = set()
+    from keystile.emails import fold
+
     for item in _words(value):
-        domain = item.lower().lstrip("@")
+        domain = fold(item).lstrip("@")  # as emails are compared: A-Z folded, nothing else
+        if not domain.isascii():
+            raise ValueError(f"{item!r} is not an ASCII domain (write an IDN as xn--...)")
         if "." not in domain or "@" in domain or " " in domain:
             raise ValueError(f"{item!r} is not a domain such as example.com")
         domains.add(domain)

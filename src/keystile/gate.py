@@ -295,18 +295,24 @@ class Authorizer:
         entry = await self.keys.find(token)
         if entry is None:
             return refusal(reasons.INVALID_API_KEY), None
-        record = entry.record
+        return await self.admit(entry.record, client_ip), entry
+
+    async def admit(self, record: KeyRecord, client_ip: str | None) -> Decision:
+        """Whether ``record`` (a key, or a signed-in person's session) may use keystile
+        itself from ``client_ip``: state, the key's and its team's allowlists, and its
+        limits (counted), as on the auth path but for no route. Every door that is
+        not a proxied request asks here: the admin API, the UI, the self-service page."""
         now = self.clock()
         if record.limited and self.shared is not None:  # as authorize: limits last
             decision = self.rules.admit(record, client_ip, None, now)
             if decision.reason is None:
                 decision = self.rules.admit(record, client_ip, await self.take(record, now), now)
-            return decision, entry
+            return decision
         limits, check = await self.limits(record, now) if record.limited else (None, None)
         decision = self.rules.admit(record, client_ip, limits, now)
         if decision.reason is None and check is not None:
             self.count(record, check, now)
-        return decision, entry
+        return decision
 
 
 class Judge:

@@ -286,6 +286,7 @@ def make_app(settings: Settings) -> web.Application:
             settings.session_trusted_origins,
             settings.session_absolute_timeout,
             settings.oidc_name if settings.oidc_enabled else None,
+            authorizer.admit,
         )
         denials = app[DENIALS]
         app[GATES] = {

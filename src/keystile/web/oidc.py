@@ -27,7 +27,7 @@ from keystile.oidc import OIDCFailure, new_secret
 from keystile.returnurl import safe_return
 from keystile.sso import AtLimit, SelfServiceKeys, SingleSignOn
 from keystile.web.pages import BadForm, client_address, from_elsewhere, page, read_form
-from keystile.web.signin import HOLDER, LOGIN, PREFIX, SignIn, see_other, signed_in
+from keystile.web.signin import HOLDER, LOGIN, PREFIX, Refused, SignIn, see_other, signed_in
 
 log = logging.getLogger("keystile.web.oidc")
 START = PREFIX + "/oidc/start"
@@ -94,6 +94,9 @@ FAILURES: dict[str, tuple[int, str, str]] = {
                    "Open the page yourself and press its button there."),
     "store_unavailable": (503, "Signing in is unavailable right now",
                           "Try again in a moment."),
+    "not_allowed_here": (403, "Not allowed from here",
+                         "Your team's rules refuse this from where you are (an address "
+                         "allowlist or a limit); ask an administrator if that is wrong."),
     "bad_form": (400, "The form could not be read",
                  "Open the page again and press its button there."),
     "internal_error": (503, "Something went wrong on keystile's side",
@@ -223,7 +226,13 @@ async def _keys_context(request: web.Request) -> tuple[SelfServiceKeys | None, A
     keys = _pages(request).keys
     if keys is None:
         return None, None
-    return keys, await signed_in(request, _signin(request))
+    return keys, await signed_in(request, _signin(request))  # Refused: the door's rules say no
+
+
+def _not_here(request: web.Request, refused: Refused) -> web.Response:
+    reason = refused.reason
+    return failure_page(request, "not_allowed_here", message=reason.message,
+                        detail=f"{reason.code}/{reason.detail}", rd=KEYS_PAGE)  # fmt: skip
 
 
 async def keys_page(request: web.Request) -> web.Response:
@@ -236,6 +245,8 @@ async def keys_page(request: web.Request) -> web.Response:
         active = await keys.active(record.user_id)
     except StoreError:
         return failure_page(request, "store_unavailable", rd=KEYS_PAGE)
+    except Refused as refused:
+        return _not_here(request, refused)
     if len(active) >= keys.policy.limit:  # say why the button is off, and what to delete
         return _render_keys(request, keys, record, active, oldest=active[0],
                             error=at_limit(keys.policy.limit))  # fmt: skip
@@ -295,6 +306,8 @@ async def make_key(request: web.Request) -> web.Response:
         active = await keys.active(record.user_id)
     except StoreError:
         return failure_page(request, "store_unavailable", rd=KEYS_PAGE)
+    except Refused as refused:
+        return _not_here(request, refused)
     log.info("self-service key %s made for user %s", issued.record.id, record.user_id)
     return _render_keys(request, keys, record, active, issued=issued, status=201)
 

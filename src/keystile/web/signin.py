@@ -10,6 +10,7 @@ get the same page; repeated failures lock the name and address for a while.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,9 @@ from aiohttp import web
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.cookies import cookie_line, session_token
+from keystile.decide import Decision
 from keystile.errors import StoreError
-from keystile.model import ACTIVE, SESSION
+from keystile.model import ACTIVE, SESSION, KeyRecord
 from keystile.returnurl import safe_return
 from keystile.sessions import SessionService, SignInRefused
 from keystile.web.pages import (
@@ -53,6 +55,19 @@ class SignIn:
     trusted_origins: frozenset[str]
     absolute: float
     oidc_name: str | None = None  # "Sign in with <name>" when OpenID Connect is on
+    # the auth path's judgement of a caller of keystile itself (Authorizer.admit): the
+    # session's state, its team's allowlist and limits, as the admin API judges keys
+    admit: Callable[[KeyRecord, str | None], Awaitable[Decision]] | None = None
+
+
+class Refused(Exception):
+    """A signed-in person the rules refuse here and now (an allowlist, a limit)."""
+
+    def __init__(self, decision: Decision) -> None:
+        assert decision.reason is not None
+        super().__init__(decision.reason.message)
+        self.decision = decision
+        self.reason = decision.reason
 
 
 SIGN_IN = web.AppKey("sign_in", SignIn)
@@ -65,7 +80,9 @@ def _ctx(request: web.Request) -> SignIn:
 
 
 async def signed_in(request: web.Request, ctx: SignIn) -> Any:
-    """The active session record of the request's cookie, or None."""
+    """The active session record of the request's cookie, or None; :class:`Refused`
+    when the rules every door applies refuse that person from here (their team's
+    allowlist, a limit)."""
     token = session_token(cookie_line(request.headers), ctx.cookie)
     if token is None:
         return None
@@ -76,6 +93,11 @@ async def signed_in(request: web.Request, ctx: SignIn) -> Any:
     now = ctx.sessions.clock()
     if record.kind != SESSION or record.state(now) != ACTIVE:
         return None
+    if ctx.admit is not None:
+        client_ip = ctx.trusted.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
+        decision = await ctx.admit(record, client_ip)
+        if decision.reason is not None:
+            raise Refused(decision)
     return record
 
 
@@ -99,7 +121,7 @@ async def login_page(request: web.Request) -> web.Response:
     notice = "You have signed out." if "signed_out" in request.query else None
     try:
         user = await signed_in(request, ctx)
-    except StoreError:
+    except (StoreError, Refused):
         user = None
     return _form_page(request, rd, notice=notice, user=user)
 
@@ -161,6 +183,11 @@ async def whoami(request: web.Request) -> web.Response:
         record = await signed_in(request, ctx)
     except StoreError:
         return web.json_response({"signed_in": False, "error": "auth_unavailable"}, status=503,
+                                 headers=SECURITY_HEADERS)  # fmt: skip
+    except Refused as refused:
+        return web.json_response({"signed_in": True, "error": refused.reason.code,
+                                  "detail": refused.reason.detail},
+                                 status=refused.reason.outcome.value,
                                  headers=SECURITY_HEADERS)  # fmt: skip
     if record is None:
         return web.json_response({"signed_in": False}, status=401, headers=SECURITY_HEADERS)

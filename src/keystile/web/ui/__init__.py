@@ -17,7 +17,7 @@ from aiohttp import web
 from keystile.admin.context import ContextHolder
 from keystile.errors import NotFound, StoreError
 from keystile.web.pages import from_elsewhere, setup_templates
-from keystile.web.signin import SignIn
+from keystile.web.signin import Refused, SignIn
 from keystile.web.ui import activity, key_actions, keys, people, teams
 from keystile.web.ui.common import (
     BASE,
@@ -103,6 +103,10 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
         return render(
             request, "ui/error.html", {"title": "Unavailable", "message": store_failed(exc)}, 503
         )
+    except Refused as refused:  # the rules every door applies: an allowlist, a limit
+        return render(request, "ui/error.html",
+                      {"title": "Not allowed from here", "message": refused.reason.message},
+                      refused.reason.outcome.value)  # fmt: skip
     if who is None:
         if request.method in SAFE_METHODS:
             return to_login(request)

@@ -23,7 +23,13 @@ from keystile.admin.context import ADMIN_CONTEXT, AdminContext
 from keystile.cache import CachedLookup
 from keystile.clientip import TrustedProxies
 from keystile.config import Settings
-from keystile.errors import ConfigError, NotFound, StoreError
+from keystile.errors import (
+    ConfigError,
+    LimitsUnavailable,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from keystile.flights import within
 from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
 from keystile.intake import NO_INTAKE, Report, receivers
@@ -35,7 +41,7 @@ from keystile.oidc import OIDCConfig, Provider
 from keystile.policy import InvalidKeyThrottle
 from keystile.service import KeyService
 from keystile.sessions import LoginThrottle, SessionLookup, SessionService
-from keystile.shared_limits import connect, sharing
+from keystile.shared_limits import SharedLimits, connect, sharing
 from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
 from keystile.sso import Policy as SSOPolicy
 from keystile.static_keys import StaticKeys
@@ -70,7 +76,7 @@ PAGES = web.AppKey("pages", web.Application)  # sign-in pages under /_keystile
 log = logging.getLogger("keystile.server")
 T = TypeVar("T")
 SHUTDOWN_GRACE = 5.0  # seconds requests in flight get to finish
-READY_TIMEOUT = 1.0  # seconds /readyz waits for the store before answering 503
+READY_TIMEOUT = 1.0  # seconds /readyz waits for the store (and Redis) before answering 503
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -78,23 +84,53 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def unready(app: web.Application) -> dict[str, str] | None:
-    """Why the auth path cannot answer now (store unreachable, cache behind), or None."""
-    try:
+async def readiness(app: web.Application) -> dict[str, str]:
+    """What readiness checks, each "ok" or why not: the store answers a query, the
+    key and session caches are in step with it, and Redis answers when limited keys
+    are refused without it (shared limits with ``redis.unavailable = deny``; with
+    ``local`` they are counted in the process instead, so Redis is not checked).
+    The store and Redis are asked at once, each within READY_TIMEOUT."""
+    probes = [_store_check(app)]
+    shared = app[AUTHORIZER].shared
+    if shared is not None and not shared.fallback:
+        probes.append(_redis_check(shared))
+    checks = dict(await asyncio.gather(*probes))
+    caches = (app[CACHE], app[SESSION_CACHE])
+    checks["cache"] = "ok" if all(cache.fresh for cache in caches) else "stale"
+    return checks
+
+
+async def _store_check(app: web.Application) -> tuple[str, str]:
+    try:  # keystile.flights.within: its deadline holds whatever the database does
         await within(app[STORE].ping(), READY_TIMEOUT)
     except (StoreError, TimeoutError):
-        return {"store": app[STORE].lost or "unreachable"}
-    if not app[CACHE].fresh or not app[SESSION_CACHE].fresh:
-        return {"cache": "stale"}
-    return None
+        return "store", app[STORE].lost or "unreachable"
+    return "store", "ok"
+
+
+async def _redis_check(shared: SharedLimits) -> tuple[str, str]:
+    try:
+        await shared.ping()
+    except LimitsUnavailable:
+        return "redis", "unreachable"
+    return "redis", "ok"
+
+
+async def unready(app: web.Application) -> dict[str, str] | None:
+    """Why the auth path cannot answer now (the checks that failed), or None."""
+    failed = {name: why for name, why in (await readiness(app)).items() if why != "ok"}
+    return failed or None
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the key store answers a query and the cache is in step with it."""
-    why = await unready(request.app)
-    if why is not None:
-        return web.json_response({"status": "unavailable", **why}, status=503)
-    return web.json_response({"status": "ok"})
+    """Ready: every check of :func:`readiness` passed; the body lists them (and, when
+    one failed, each failed one at the top level too)."""
+    checks = await readiness(request.app)
+    failed = {name: why for name, why in checks.items() if why != "ok"}
+    if failed:
+        return web.json_response({"status": "unavailable", **failed, "checks": checks},
+                                 status=503)  # fmt: skip
+    return web.json_response({"status": "ok", "checks": checks})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -130,21 +166,36 @@ async def _sync_forever(caches: list[CachedLookup], interval: float) -> None:
             await following
 
 
+SYNC_TIMEOUT = 2.0
+"""Seconds one cache's change-log read may take before it is given up on: the
+connection it waits on may be the one that went silent for good (a failover, a
+NAT that forgot it), and no answer would ever come. The next read starts afresh,
+allowed twice as long each time it is given up on again (up to SYNC_TIMEOUT_MAX:
+a read that is merely slow, such as reloading a full hash filter, still ends)."""
+SYNC_TIMEOUT_MAX = 60.0
+
+
 async def _read_the_log(caches: list[CachedLookup], interval: float, wanted: asyncio.Event) -> None:
     failing = False
+    patience = SYNC_TIMEOUT
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wanted.wait(), interval)
         wanted.clear()
         try:
             await _follow_the_file(caches)
-            for cache in caches:
-                await cache.sync()
-        except StoreError as exc:
+            for cache in caches:  # keystile.flights.within: a read given up on is not waited for
+                await within(cache.sync(), patience)
+        except (StoreError, TimeoutError) as exc:
+            why: Exception = exc
+            if isinstance(exc, TimeoutError):
+                why = StoreUnavailable(f"reading the change log: no answer within {patience:g} s")
+                patience = min(patience * 2, SYNC_TIMEOUT_MAX)
             if not failing:
-                log.error("store unreachable; cached keys expire after max_staleness: %s", exc)
+                log.error("store unreachable; cached keys expire after max_staleness: %s", why)
             failing = True
         else:
+            patience = SYNC_TIMEOUT
             if failing:
                 log.info("store reachable again")
             failing = False

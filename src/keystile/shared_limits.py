@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from keystile.decide import Limits
 from keystile.errors import LimitsUnavailable
+from keystile.flights import within
 from keystile.model import KeyRecord, RateInfo
 from keystile.policy import SLOTS, buckets
 from keystile.quotas import QUOTAS, period
@@ -211,14 +212,33 @@ class SharedLimits:
         except TimeoutError:
             raise self._failed(f"Redis did not answer within {self.timeout} s") from None
         except self._errors as exc:
-            message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
-            raise self._failed(f"Redis failed: {type(exc).__name__}: {message}") from None
+            raise self._failed(self._why(exc)) from None
         if self.failures:
             if self._told:
                 log.warning("Redis answers again (%d requests failed): rate limits and quotas "
                             "are shared again", self.failures)  # fmt: skip
             self.failures, self._told = 0, False
         return reply
+
+    async def ping(self) -> None:
+        """Return once Redis answers a PING within the timeout; else raise
+        :class:`LimitsUnavailable` (for readiness: not counted or logged as a failed
+        request). The deadline needs no task and never waits for a silent Redis."""
+
+        async def pong() -> None:
+            await self.client.ping()
+
+        try:
+            await within(pong(), self.timeout)
+        except TimeoutError:
+            raise LimitsUnavailable(f"Redis did not answer within {self.timeout} s") from None
+        except self._errors as exc:
+            raise LimitsUnavailable(self._why(exc)) from None
+
+    def _why(self, exc: BaseException) -> str:
+        """What failed, the URL's password scrubbed from it."""
+        message = str(exc) if not self.secret else str(exc).replace(self.secret, "***")
+        return f"Redis failed: {type(exc).__name__}: {message}"
 
     def script(self, text: str) -> str:
         """Register a script; its SHA, for :meth:`call`."""

@@ -9,8 +9,10 @@ The same SQL modules as SQLite's run here: ``?`` placeholders become ``$n``
   atomic and the change log's entries commit in ``seq`` order (a reader that
   has seen entry N never later finds a smaller one committed).
 - The request path's lookup (:meth:`_lookup`) is bounded by ``LOOKUP_TIMEOUT``,
-  pool wait included: a slow or unreachable database refuses (fails closed),
-  never holds requests.
+  pool wait included: a slow, unreachable or silent database refuses (fails
+  closed), never holds requests. A read given up on is cancelled in the
+  background; its connection waits at most ``ACQUIRE_TIMEOUT`` for the server to
+  acknowledge the cancel, then is closed (a silent server never would).
 - Change propagation: triggers write the change log and ``pg_notify`` the
   channel ``keystile_<schema>`` inside the changing transaction, delivered at
   commit. :meth:`follow` listens on a dedicated connection (never a pooled
@@ -45,6 +47,13 @@ from keystile.urls import redact
 T = TypeVar("T")
 POOL_SIZE = 10
 CONNECT_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 2.0
+"""Seconds a read waits for a pooled connection, and how long the connection of a
+read given up on (its deadline passed) waits for the server to acknowledge the
+cancel before it is closed: asyncpg applies the acquire's timeout to the release.
+A silent server never acknowledges; without this the connection, and its place
+in the pool, would wait for as long as the server stays silent (for good, when
+the connection is what went silent)."""
 KEEPALIVE = 5.0  # seconds between checks that the listening connection still answers
 RECONNECT = (0.1, 0.5, 1.0, 2.0, 5.0)  # waits between attempts to listen again
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('keystile:' || current_schema()))"
@@ -83,6 +92,8 @@ def translated(action: str) -> Iterator[None]:
         raise Conflict(f"{action}: {exc}") from None
     except asyncpg.DataError as exc:
         raise InvalidInput("value", f"{action}: {exc}") from None
+    except TimeoutError:  # says nothing itself: a connection, or a pooled one, not in time
+        raise StoreUnavailable(f"{action}: no answer in time") from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise StoreUnavailable(f"{action}: {exc}") from None
 
@@ -164,7 +175,12 @@ class PostgresBase(SQLBase):
                 return rows
             if _has_nul(params):
                 return []
-            return list(await self._pool.fetch(dialect(sql), *params))
+            return await self._read(sql, params)
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Rows of one statement on a pooled connection (see ACQUIRE_TIMEOUT)."""
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            return list(await conn.fetch(dialect(sql), *params))
 
     @asynccontextmanager
     async def _transaction(self, action: str) -> AsyncIterator[PgConn]:
@@ -184,10 +200,10 @@ class PostgresBase(SQLBase):
             return parse([])
         with translated(action):
             try:  # keystile.flights.within: no task needed, no wait for a silent server
-                rows = await within(self._pool.fetch(dialect(sql), *params), LOOKUP_TIMEOUT)
+                rows = await within(self._read(sql, params), LOOKUP_TIMEOUT)
             except TimeoutError:
                 raise StoreUnavailable(f"{action}: no answer within {LOOKUP_TIMEOUT} s") from None
-        return parse(list(rows))
+        return parse(rows)
 
     async def _columns(self, table: str) -> list[str]:
         rows = await self._fetch(
@@ -239,8 +255,8 @@ class PostgresBase(SQLBase):
         ended = asyncio.Event()
         conn.add_termination_listener(lambda _: ended.set())
         try:
-            await conn.add_listener(self.channel, lambda *_: wake())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await within(conn.add_listener(self.channel, lambda *_: wake()), KEEPALIVE)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return
         wake()  # anything committed before we listened
         while not ended.is_set() and not conn.is_closed():

@@ -8,6 +8,7 @@
         ├── StoreUnavailable the store cannot be opened, read or written right now
         ├── NotFound         no record with that id
         └── Conflict         the change clashes with what is stored (duplicate hash, wrong state)
+            └── AtCapacity   a "most N" rule (self-service keys per person) is reached
 
 Anything else escaping to the CLI or the server is a bug.
 """
@@ -47,3 +48,7 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The change contradicts what is stored."""
+
+
+class AtCapacity(Conflict):
+    """Counted and refused in the same transaction as the insert it would allow."""

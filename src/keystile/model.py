@@ -51,6 +51,7 @@ def may_change_state(role: str, before: str, after: str) -> bool:
     is always fine)."""
     return before == after or role in TRANSITIONS.get((before, after), frozenset())
 
+
 COLUMNS = (
     "id", "key_hash", "hash_scheme", "display_prefix", "name", "owner", "scopes", "metadata",
     "created_at", "updated_at", "last_used_at", "expires_at", "enabled", "revoked_at",

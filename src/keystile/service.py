@@ -115,7 +115,11 @@ class KeyService:
         actor: str = "cli",
         guard: Guard | None = None,
         credential: str | None = None,
+        at_most: tuple[str, int] | None = None,
     ) -> Issued:
+        """A new key, shown once. ``at_most`` = (metadata source, N): refused with
+        :class:`~keystile.errors.AtCapacity` when the user holds N active keys of that
+        source, counted in the insert's own transaction."""
         now = self.clock()
         if user_id is not None:
             owner = owner or (await self.store.get_user(user_id)).external_id
@@ -133,7 +137,11 @@ class KeyService:
         )
         if guard is not None:
             guard(issued.record, None)
-        await self.store.insert_keys([issued.record], Audit(actor, "key.create"))
+        capacity = None
+        if at_most is not None and user_id is not None:
+            capacity = (user_id, at_most[0], at_most[1])
+        await self.store.insert_keys([issued.record], Audit(actor, "key.create"),
+                                     at_most=capacity)  # fmt: skip
         self._changed(issued.record)
         return issued
 

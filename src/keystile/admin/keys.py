@@ -17,7 +17,8 @@ from keystile.admin.validation import read_body, read_headers, read_query
 from keystile.durations import parse_duration, parse_instant
 from keystile.errors import NotFound
 from keystile.explain import explain
-from keystile.service import UNSET
+from keystile.once import once
+from keystile.service import UNSET, Rotation
 from keystile.store import KeyFilter, KeyRecord
 from keystile.store.keys import encode_cursor
 from keystile.usage import spend_of, summarize
@@ -130,20 +131,27 @@ async def rotate_key(request: web.Request) -> web.Response:
     grace = body.get("grace", 0)
     seconds = parse_duration(grace) if isinstance(grace, str) else float(grace)
     idempotency = read_headers(request).get("Idempotency-Key")
-    memo = f"rotate:{record.id}:{idempotency}" if idempotency else None
-    if memo and (earlier := await ctx.keys.store.remembered(memo)) is not None:
-        return reply({**earlier, "key": None, "replayed": True}, status=201, no_store=True)
-    rotation = await ctx.keys.rotate(record.id, seconds, actor=caller.actor, guard=caller.guard)
-    answer = {
-        "id": rotation.new.record.id,
-        "old_id": rotation.old.id,
-        "old_expires_at": iso({"expires_at": rotation.old.expires_at})["expires_at"],
-        "new": view(rotation.new.record),
-        "replayed": False,
-    }
-    if memo:
-        await ctx.keys.store.remember(memo, answer)
-    return reply({**answer, "key": rotation.new.key}, status=201, no_store=True)
+
+    async def rotate() -> Rotation:
+        return await ctx.keys.rotate(record.id, seconds, actor=caller.actor, guard=caller.guard)
+
+    def answer(rotation: Rotation) -> dict[str, Any]:
+        return {
+            "id": rotation.new.record.id,
+            "old_id": rotation.old.id,
+            "old_expires_at": iso({"expires_at": rotation.old.expires_at})["expires_at"],
+            "new": view(rotation.new.record),
+            "replayed": False,
+        }
+
+    if not idempotency:
+        rotation = await rotate()
+        return reply({**answer(rotation), "key": rotation.new.key}, status=201, no_store=True)
+    # a retry (even one overlapping the first) gets the first answer, without the key
+    done = await once(ctx.keys.store, f"rotate:{record.id}:{idempotency}", rotate, answer)
+    if done.made is None:
+        return reply({**done.answer, "key": None, "replayed": True}, status=201, no_store=True)
+    return reply({**done.answer, "key": done.made.new.key}, status=201, no_store=True)
 
 
 async def key_usage(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ def _group(row: Row) -> Group:
     return Group(row[0], row[1], row[3], row[4], tuple(orjson.loads(row[2])))
 
 
+_PENDING = "pending"  # an idempotency row whose action is still running (no answer yet)
 _END_SESSIONS = "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
 _TEAM = "SELECT id, name, limits, created_at, updated_at, allowed_ips, credential FROM teams"
 _USER = (
@@ -276,12 +277,40 @@ class AccountStore(SQLBase):
         ]  # fmt: skip
 
     # -- idempotency ----------------------------------------------------------------
+    # A key's row holds the answer of the action it names, or _PENDING while that runs
+    # (keystile.once: the one place that runs an action once per submission).
 
-    async def remembered(self, key: str) -> dict[str, Any] | None:
+    async def claim(self, key: str) -> bool:
+        """Take ``key`` for an action about to run (its answer still to come): True for
+        the one caller that took it, False for every other (a duplicate)."""
+        async with self._transaction("claiming an idempotency key") as conn:
+            cursor = await conn.execute(
+                "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (key, _PENDING, time.time()),
+            )
+            return bool(cursor.rowcount)
+
+    async def settle(self, key: str, response: dict[str, Any]) -> None:
+        """The answer of the action ``key`` was claimed for."""
+        async with self._transaction("storing an idempotency answer") as conn:
+            await conn.execute("UPDATE idempotency SET response = ? WHERE key = ?",
+                               (dumps(response), key))  # fmt: skip
+
+    async def release(self, key: str) -> None:
+        """Give ``key`` back: its action failed, so a later submission may run it."""
+        async with self._transaction("releasing an idempotency key") as conn:
+            await conn.execute("DELETE FROM idempotency WHERE key = ? AND response = ?",
+                               (key, _PENDING))  # fmt: skip
+
+    async def claimed(self, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """(whether ``key`` is claimed, its answer once settled, else None)."""
         rows = await self._fetch(
             "reading an idempotency key", "SELECT response FROM idempotency WHERE key = ?", (key,)
         )
-        return orjson.loads(rows[0][0]) if rows else None
+        if not rows:
+            return False, None
+        return True, None if rows[0][0] == _PENDING else orjson.loads(rows[0][0])
 
     async def remember(self, key: str, response: dict[str, Any]) -> None:
         async with self._transaction("storing an idempotency key") as conn:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from keystile.errors import InvalidInput, NotFound
+from keystile.errors import AtCapacity, InvalidInput, NotFound
 from keystile.store.records import COLUMNS, KeyRecord, TeamPolicy
 from keystile.store.sql import Audit, Conn, Row, SQLBase
 
@@ -332,10 +332,27 @@ class KeyStore(SQLBase):
         )
         return int(rows[0][0])
 
-    async def insert_keys(self, records: Iterable[KeyRecord], audit: Audit | None = None) -> int:
-        """Insert records in one transaction; a duplicate hash or id raises Conflict."""
+    async def insert_keys(self, records: Iterable[KeyRecord], audit: Audit | None = None,
+                          *, at_most: tuple[str, str, int] | None = None) -> int:  # fmt: skip
+        """Insert records in one transaction; a duplicate hash or id raises Conflict.
+
+        ``at_most`` = (user id, metadata source, N): the user's active keys of that
+        source are counted in the same transaction, and :class:`AtCapacity` raised if
+        they are N already. Writers take turns (SQLite's one writer, PostgreSQL's
+        advisory lock), so "count, then insert" holds across workers and replicas."""
         records = list(records)
         async with self._transaction("storing keys") as conn:
+            if at_most is not None:
+                user_id, source, most = at_most
+                row = await self._one(
+                    conn,
+                    "SELECT count(*) FROM keys WHERE user_id = ? AND deleted_at IS NULL"
+                    " AND revoked_at IS NULL AND enabled = 1 AND (expires_at IS NULL OR"
+                    " expires_at > ?) AND metadata LIKE ?",
+                    (user_id, time.time(), f'%"source":"{source}"%'),
+                )
+                if row is not None and int(row[0]) + len(records) > most:
+                    raise AtCapacity(f"user {user_id} has {row[0]} active {source} keys")
             await conn.executemany(_INSERT, [record.to_row() for record in records])
             for record in records:
                 await self._audit(conn, audit, "key", record.id, None, record.public(time.time()))

@@ -15,7 +15,8 @@ from keystile.admin.http import ApiError
 from keystile.errors import Conflict, InvalidInput, NotFound
 from keystile.fields import LIMIT_NAMES
 from keystile.model import KeyRecord
-from keystile.service import UNSET
+from keystile.once import once
+from keystile.service import UNSET, Rotation
 from keystile.usage import spend_of, summarize
 from keystile.web.ui import charts, forms
 from keystile.web.ui.common import (
@@ -207,23 +208,31 @@ async def rotate_form(
     )
 
 
+def _id_of_new(rotation: Rotation) -> dict[str, Any]:
+    return {"id": rotation.new.record.id}
+
+
 async def rotate_key(request: web.Request) -> web.Response:
     """A new key with the same settings; the old one works for the grace. The new key
     is shown on this answer only; a resent form lands on the new key's page."""
     who, ctx = viewer(request), services(request)
     record = await owned(request, who)
     form = await form_of(request)
-    memo = f"ui:rotate:{record.id}:{text(form, 'once')[:64]}"
-    if (earlier := await ctx.keys.store.remembered(memo)) is not None:
-        return see_other(f"{who.base}/keys/{earlier['id']}?done=already")
     grace = GRACES.get(text(form, "grace"))
     if grace is None:
         return await rotate_form(request, "Pick how long the old key keeps working.", 422)
-    try:
-        rotation = await ctx.keys.rotate(record.id, grace, actor=who.actor, guard=who.caller.guard)
+
+    async def rotate() -> Rotation:
+        return await ctx.keys.rotate(record.id, grace, actor=who.actor, guard=who.caller.guard)
+
+    memo = f"ui:rotate:{record.id}:{text(form, 'once')[:64]}"
+    try:  # a resent or overlapping form waits for the first and lands on its new key
+        done = await once(ctx.keys.store, memo, rotate, _id_of_new)
     except (ApiError, Conflict) as exc:
         return await rotate_form(request, problem(exc), 422)
-    await ctx.keys.store.remember(memo, {"id": rotation.new.record.id})
+    rotation = done.made
+    if rotation is None:
+        return see_other(f"{who.base}/keys/{done.answer['id']}?done=already")
     new = await ctx.keys.store.get_key(rotation.new.record.id)
     context: dict[str, Any] = {
         "record": new,

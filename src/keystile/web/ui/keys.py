@@ -16,7 +16,8 @@ from keystile.admin.http import ApiError
 from keystile.errors import InvalidInput, NotFound
 from keystile.fields import LIMIT_NAMES
 from keystile.model import STATES, KeyRecord
-from keystile.service import UNSET
+from keystile.once import once
+from keystile.service import UNSET, Issued
 from keystile.store import KeyFilter
 from keystile.store.keys import encode_cursor
 from keystile.web.ui import forms
@@ -163,11 +164,9 @@ async def create_key(request: web.Request) -> web.Response:
     token makes a resent form (reload, back) land on the key's page, never a second key."""
     who, ctx = viewer(request), services(request)
     form = await form_of(request)
-    memo = f"ui:create:{who.session.id}:{text(form, 'once')[:64]}"
-    if (earlier := await ctx.keys.store.remembered(memo)) is not None:
-        return see_other(f"{who.base}/keys/{earlier['id']}?done=already")
     values = forms.key_values(form)
-    try:
+
+    async def create() -> Issued:
         fields = forms.key_fields(form, who)
         user_id, group_ids = fields.pop("user_id"), fields.pop("group_ids")
         if fields["credential"] is UNSET:
@@ -177,15 +176,26 @@ async def create_key(request: web.Request) -> web.Response:
         groups = [await ctx.keys.store.get_group(g) for g in group_ids]
         guard = _guard_with_groups(who, groups)
         issued = await ctx.keys.create(user_id=user_id, actor=who.actor, guard=guard, **fields)
+        for group in groups:
+            await ctx.accounts.set_membership(group.id, issued.record.id, True, actor=who.actor)
+        return issued
+
+    memo = f"ui:create:{who.session.id}:{text(form, 'once')[:64]}"
+    try:  # a resent or overlapping form waits for the first and lands on its key
+        done = await once(ctx.keys.store, memo, create, _id_of_issued)
     except (InvalidInput, ApiError, NotFound) as exc:
         return await _form(request, values, problem(exc), 422)
-    for group in groups:
-        await ctx.accounts.set_membership(group.id, issued.record.id, True, actor=who.actor)
-    await ctx.keys.store.remember(memo, {"id": issued.record.id})
+    issued = done.made
+    if issued is None:
+        return see_other(f"{who.base}/keys/{done.answer['id']}?done=already")
     record = await ctx.keys.store.get_key(issued.record.id)
     return render(
         request, "ui/key_shown.html", {"record": record, "key": issued.key, "title": "Key created"}
     )
+
+
+def _id_of_issued(issued: Issued) -> dict[str, Any]:
+    return {"id": issued.record.id}
 
 
 def _guard_with_groups(who: Viewer, groups: list[Any]) -> Any:

@@ -166,3 +166,20 @@ def test_other_scripts_digits_and_look_alikes_are_refused_naming_the_setting(
     with pytest.raises(ConfigError) as caught:
         config.load({name: value})
     assert name in str(caught.value)
+
+
+@pytest.mark.parametrize(("toml", "hint"), [
+    ('[[route]]\nname = "x"\npath = "/x"\n', "did you mean 'routes'?"),
+    ('[server]\nlisten = "127.0.0.1:1"\nworker = 2\n', "did you mean 'server.workers'?"),
+    ('[server]\ndb = "/tmp/k.db"\n', "did you mean 'store.db'?"),
+    ('[sesions]\nidle_timeout = "1h"\n', "did you mean 'sessions'?"),
+])  # fmt: skip
+def test_an_unknown_setting_gets_the_nearest_known_name(
+    tmp_path: Path, toml: str, hint: str
+) -> None:
+    path = tmp_path / "k.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        config.load({"KEYSTILE_CONFIG": str(path)})
+    assert "unknown setting" in str(caught.value)
+    assert hint in str(caught.value)

@@ -623,6 +623,19 @@ def _known_toml_paths() -> set[str]:
     return {s.toml for s in SETTINGS if s.toml} | {"routes", "credentials"}
 
 
+def _did_you_mean(name: str) -> str:
+    """ ("; did you mean 'routes'?") for a TOML key close to a known one, else ""."""
+    import difflib
+
+    paths = _known_toml_paths()
+    known = sorted(paths | {path.rsplit(".", 1)[0] for path in paths if "." in path})
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close and "." in name:  # a known key in the wrong section: server.db -> store.db
+        leaf = name.rsplit(".", 1)[1]
+        close = [path for path in known if path.rsplit(".", 1)[-1] == leaf][:1]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _unknown_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
     known = _known_toml_paths()
     sections = {path.rsplit(".", 1)[0] for path in known if "." in path}
@@ -645,7 +658,8 @@ def load(env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Setti
     env = os.environ if env is None else env
     config_path = env.get("KEYSTILE_CONFIG") or None
     document = _read_toml(config_path) if config_path else {}
-    errors = [f"{config_path}: unknown setting {name!r}" for name in _unknown_keys(document)]
+    errors = [f"{config_path}: unknown setting {name!r}{_did_you_mean(name)}"
+              for name in _unknown_keys(document)]  # fmt: skip
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw, source = None, None

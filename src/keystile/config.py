@@ -629,10 +629,11 @@ def _did_you_mean(name: str) -> str:
 
     paths = _known_toml_paths()
     known = sorted(paths | {path.rsplit(".", 1)[0] for path in paths if "." in path})
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if not close and "." in name:  # a known key in the wrong section: server.db -> store.db
+    close: list[str] = []
+    if "." in name:  # a known key in the wrong section: server.db -> store.db
         leaf = name.rsplit(".", 1)[1]
-        close = [path for path in known if path.rsplit(".", 1)[-1] == leaf][:1]
+        close = [path for path in sorted(paths) if path.rsplit(".", 1)[-1] == leaf][:1]
+    close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -139,3 +139,15 @@ async def test_postgres_replicas_starting_together_migrate_once() -> None:
         for store in stores:
             await store.close()
         assert await pg_version(url) == LATEST
+
+
+async def test_a_postgresql_schema_that_does_not_exist_is_named_with_what_to_do() -> None:
+    """PostgreSQL's own words were 'no schema has been selected to create in'."""
+    from tests.backends import POSTGRES, _admin, in_schema
+
+    (await _admin()).terminate()  # skips (or fails in CI) without a server
+    with pytest.raises(StoreError) as caught:
+        await Store.open(in_schema(POSTGRES, "keystile_no_such_schema"))
+    message = str(caught.value)
+    assert "schema 'keystile_no_such_schema'" in message
+    assert 'CREATE SCHEMA "keystile_no_such_schema"' in message

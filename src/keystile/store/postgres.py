@@ -130,6 +130,18 @@ class PgConn:
         return [] if _has_nul(params) else list(await self.raw.fetch(dialect(sql), *params))
 
 
+def _no_schema(url: str, where: str) -> str:
+    """What to do when no schema on the URL's search_path exists."""
+    from urllib.parse import parse_qs, urlsplit
+
+    wanted = parse_qs(urlsplit(url).query).get("search_path", [""])[0].split(",")[0].strip()
+    if wanted:
+        return (f"{where}: schema {wanted!r} (search_path) does not exist; create it first: "
+                f'CREATE SCHEMA "{wanted}"; and GRANT CREATE, USAGE on it to the user')  # fmt: skip
+    return (f"{where}: no schema on the search_path to keep keystile's tables in; add "
+            "?search_path=SCHEMA to the URL, or CREATE SCHEMA for the user")  # fmt: skip
+
+
 class PostgresBase(SQLBase):
     def __init__(self, url: str, pool: asyncpg.Pool, schema: str) -> None:
         self.url = url
@@ -152,14 +164,13 @@ class PostgresBase(SQLBase):
                 raise StoreUnavailable(f"opening the PostgreSQL store {where}: {exc}") from None
             try:
                 async with pool.acquire() as conn:
-                    await migrate(conn)
                     schema = await conn.fetchval("SELECT current_schema()")
+                    if schema is None:  # before migrating: PostgreSQL's own words say less
+                        raise StoreUnavailable(_no_schema(url, where))
+                    await migrate(conn)
             except BaseException:
                 await pool.close()
                 raise
-        if schema is None:
-            await pool.close()
-            raise StoreUnavailable(f"{where}: no schema on the search_path to keep keystile's in")
         return pool, str(schema)
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ from keystile.server import AUTHORIZER, make_app, make_grpc_listener, usage_repo
 from keystile.service import KeyService
 from keystile.store import Store
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
+from tests.waiting import wait_until_async
 
 RES = "key_AbC123.1796700000.nonce.sig"
 # what nginx 1.22 sends for the shipped keystile_usage format (captured from it)
@@ -158,13 +159,15 @@ async def syslog() -> AsyncIterator[tuple[SyslogListener, Recorder, socket.socke
     await listener.close(1.0)
 
 
-async def settle(listener: SyslogListener, sent: int) -> None:
+async def settle(listener: SyslogListener, sent: int, interval: float = 0.01) -> None:
     """Until every one of ``sent`` datagrams was taken and its report has run."""
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if sum(listener.intake.tally.counts.values()) >= sent and not listener.intake.running:
-            return
-    raise AssertionError(f"taken: {listener.intake.tally.counts}")
+    intake = listener.intake
+
+    def taken() -> tuple[int, int]:  # (datagrams taken, reports still running)
+        return sum(intake.tally.counts.values()), len(intake.running)
+
+    await wait_until_async(taken, lambda seen: seen[0] >= sent and not seen[1],
+                           interval=interval, what=f"{sent} datagrams taken")  # fmt: skip
 
 
 async def test_a_datagram_becomes_a_report(
@@ -184,10 +187,12 @@ async def test_a_flood_of_garbage_is_counted_not_logged(
     listener, recorder, sender = syslog
     caplog.set_level(logging.INFO)
     garbage = [b"", b"\x00" * 512, b"x" * 8000, line(tokens="-1"), b"<190>" + bytes(range(256))]
-    for _ in range(400):
+    for batch in range(1, 401):
         for datagram in garbage:
             sender.send(datagram)
-        await asyncio.sleep(0.001)  # a kernel buffer's worth at a time: none lost
+        # each batch taken before the next is sent: never more than a kernel buffer's
+        # worth waiting, so none is lost however slowly the loop gets to run
+        await settle(listener, batch * len(garbage), interval=0.001)
     sender.send(line())
     await settle(listener, 2001)
     assert recorder.calls == [(RES, 1874)]
@@ -228,8 +233,8 @@ async def test_reports_run_a_bounded_number_at_a_time() -> None:
     protocol = SyslogIntake(intake)
     for n in range(10):
         protocol.datagram_received(line(reservation=f"r.{n}"), ("127.0.0.1", 5000))
-    await asyncio.sleep(0.01)
-    assert len(calls) == 3
+    await wait_until_async(lambda: len(calls), lambda n: n >= 3, what="3 reports started")
+    assert len(calls) == 3  # started in one go: a fourth would have started with them
     assert intake.tally.counts == {"dropped": 7}
     release.set()
     await intake.close(1.0)

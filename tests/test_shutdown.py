@@ -7,12 +7,12 @@ from __future__ import annotations
 import http.client
 import signal
 import threading
-import time
 from pathlib import Path
 
 import orjson
 
 from tests.e2e.harness import Keystile
+from tests.waiting import wait_until
 
 CONFIG = '[[routes]]\nname = "chat"\npath = "/v1/chat/*"\nscopes = ["chat"]\n'
 
@@ -49,7 +49,9 @@ def test_every_allowed_request_is_counted_once_across_sigterm(tmp_path: Path) ->
                for s in seen]  # fmt: skip
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+    # under load: every connection has had answers, over 100 in all
+    wait_until(lambda: [len(s) for s in seen], lambda n: min(n) > 0 and sum(n) > 100,
+               timeout=30, what="answers on all 50 connections, over 100 in all")  # fmt: skip
     assert keystile.proc is not None
     keystile.proc.send_signal(signal.SIGTERM)
     assert keystile.proc.wait(timeout=20) == 0

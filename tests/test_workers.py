@@ -15,7 +15,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from keystile.workers import STARTUP
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
+from tests.waiting import wait_until
 
 
 def children(pid: int) -> set[int]:
@@ -66,10 +68,26 @@ def test_two_workers_stay_coherent_and_are_replaced(served: Keystile) -> None:
     assert all(ask(served.port, key["key"])[0] == 200 for _ in range(40))  # both caches warm
 
     served.cli("keys", "revoke", key["id"])
-    time.sleep(2.0)  # the promise: revoked everywhere within 2 s
-    assert {ask(served.port, key["key"]) for _ in range(40)} == {(401, "revoked_api_key")}
+    revoked = time.monotonic()
 
-    time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # past the start-up window
+    def answers() -> set[tuple[int, str]]:
+        return {ask(served.port, key["key"]) for _ in range(40)}  # both workers asked
+
+    def refused_everywhere(seen: set[tuple[int, str]]) -> bool:
+        return seen == {(401, "revoked_api_key")}
+
+    # the promise: revoked everywhere within 2 s, measured. A round that started at
+    # ``asked`` and found every answer refused shows the revocation had arrived by then.
+    asked = time.monotonic()
+    while not refused_everywhere(seen := answers()):
+        assert time.monotonic() - revoked < 10, (seen, served.log())
+        asked = time.monotonic()
+    assert asked - revoked <= 2.0, f"still allowed {asked - revoked:.2f} s after the revocation"
+    assert refused_everywhere(answers())  # and it stays so
+
+    # a worker that dies within STARTUP of its start is taken for one that failed to
+    # start (all stop): a wait on the clock by design, not on how fast the machine is
+    time.sleep(max(0.0, started + STARTUP + 0.5 - time.monotonic()))
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 20
@@ -143,6 +161,17 @@ def total(samples: dict[str, float], prefix: str) -> float:
     return sum(value for name, value in samples.items() if name.startswith(prefix + "["))
 
 
+def published(shared: Path, prefix: str) -> list[int]:
+    """Decisions in each worker's snapshot file (``live-``: running workers' only)."""
+    counts = []
+    for path in sorted(shared.glob(f"{prefix}*.json")):
+        try:  # renamed (live- to gone-) by the parent meanwhile: read at the next poll
+            counts.append(sum(row[-1] for row in orjson.loads(path.read_bytes())["decisions"]))
+        except FileNotFoundError:
+            counts.append(0)
+    return counts
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_metrics_are_the_sum_over_the_workers_whichever_answers(tmp_path: Path) -> None:
     env = {"KEYSTILE_DB": str(tmp_path / "k.db"), "KEYSTILE_WORKERS": "2",
@@ -158,10 +187,10 @@ def test_metrics_are_the_sum_over_the_workers_whichever_answers(tmp_path: Path) 
         allowed = sum(ask(served.port, key)[0] == 200 for _ in range(150))
         denied = sum(ask(served.port, "ks_wrong")[0] == 401 for _ in range(50))
         assert (allowed, denied) == (150, 50)
-        time.sleep(1.0)  # past PUBLISH_INTERVAL: every worker's file holds its counts
         (shared,) = tmp_path.glob("keystile-metrics-*")
-        files = [orjson.loads(f.read_bytes()) for f in shared.glob("live-*.json")]
-        served_by = [sum(row[-1] for row in f["decisions"]) for f in files]
+        # each worker publishes every PUBLISH_INTERVAL: until both files hold all 200
+        served_by = wait_until(lambda: published(shared, "live-"), lambda by: sum(by) == 200,
+                               what="the workers' files to hold all 200 decisions")  # fmt: skip
         assert len(served_by) == 2 and all(served_by), served_by  # both workers answered
         last = 0.0
         for _ in range(12):  # fresh connections: either worker answers each scrape
@@ -176,7 +205,7 @@ def test_metrics_are_the_sum_over_the_workers_whichever_answers(tmp_path: Path) 
             assert lookups >= 150 and lookups == (last or lookups)
             last = lookups
 
-        time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # past the start-up window
+        time.sleep(max(0.0, started + STARTUP + 0.5 - time.monotonic()))  # past the start-up window
         victim = min(children(parent))
         os.kill(victim, signal.SIGKILL)  # its counts stay in the sum: no counter reset
         deadline = time.monotonic() + 20
@@ -186,7 +215,9 @@ def test_metrics_are_the_sum_over_the_workers_whichever_answers(tmp_path: Path) 
             time.sleep(0.1)
         assert (shared / f"gone-{victim}.json").exists(), served.log()
         assert ask(served.port, key)[0] == 200
-        time.sleep(1.0)
+        # whichever worker answered publishes it within PUBLISH_INTERVAL
+        wait_until(lambda: published(shared, ""), lambda by: sum(by) == 201,
+                   what="the files (the dead worker's kept) to hold all 201 decisions")  # fmt: skip
         for _ in range(6):
             assert total(scrape(served.port), "keystile_decisions_total") == 201
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from tests.e2e.harness import Stack, find_binary, request, running_stack
 from tests.e2e.test_proxies import CONFIG, UPSTREAM_SECRET, create_key
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -60,6 +60,7 @@ def test_a_limit_per_minute_holds_under_200_connections(stack: Stack) -> None:
     limit = 300
     key_id, key = create_key(stack.keystile, "--name", "busy", "--scope", "chat",
                              "--limit", f"per_minute={limit}")  # fmt: skip
+    marker_id, marker = create_key(stack.keystile, "--name", "after", "--scope", "chat")
     out = subprocess.run(
         [wrk, "-t2", "-c200", "-d4s", "-H", f"x-api-key: {key}",
          f"http://127.0.0.1:{stack.proxy.port}/v1/chat/x"],
@@ -69,17 +70,27 @@ def test_a_limit_per_minute_holds_under_200_connections(stack: Stack) -> None:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     allowed = total - (int(non_2xx.group(1)) if non_2xx else 0)
     assert total > 2 * limit, out  # the limit was really pushed
-    time.sleep(2.5)  # one usage flush
-    admitted = orjson.loads(stack.keystile.cli("usage", key_id, "--json").stdout)["allowed"]
+    # a request after the load: once its count is stored, so is every count made
+    # before it (a flush writes all that was counted since the last, in one go)
+    assert stack.request("GET", "/v1/chat/x", [("x-api-key", marker)]).status == 200
+
+    def allowed_of(which: str) -> int:
+        return int(orjson.loads(stack.keystile.cli("usage", which, "--json").stdout)["allowed"])
+
+    wait_until(lambda: allowed_of(marker_id), timeout=30, interval=0.2,
+               what="the request after the load counted (a usage flush)")  # fmt: skip
+    admitted = allowed_of(key_id)
     # keystile's own count is the bound; under overload a few allows can still time
     # out in nginx (2 s auth timeout) and reach the client as 503s
     assert limit * 0.5 <= admitted <= limit * 1.01, (admitted, out)
-    assert allowed <= len(stack.upstream.seen) <= admitted
+    reached = [s for s in stack.upstream.seen if s.header("X-Keystile-Key-Id") != [marker_id]]
+    assert allowed <= len(reached) <= admitted
 
 
 def test_usage_after_sigterm_under_load_equals_what_was_allowed(stack: Stack) -> None:
     key_id, key = create_key(stack.keystile, "--name", "counted", "--scope", "chat")
     allowed = [0] * 8
+    answered = [0] * 8
     stop = threading.Event()
 
     def hammer(slot: int) -> None:
@@ -87,16 +98,25 @@ def test_usage_after_sigterm_under_load_equals_what_was_allowed(stack: Stack) ->
             status = request(stack.proxy.port, "GET", "/v1/chat/x", [("x-api-key", key)]).status
             if status == 200:
                 allowed[slot] += 1
+            answered[slot] += 1
 
     workers = [threading.Thread(target=hammer, args=(n,)) for n in range(len(allowed))]
     for worker in workers:
         worker.start()
-    time.sleep(1.5)
-    stack.keystile.stop()  # SIGTERM while the load goes on
-    time.sleep(0.5)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    try:  # under load: every client allowed, over 100 in all
+        wait_until(lambda: list(allowed), lambda n: min(n) > 0 and sum(n) > 100, timeout=30,
+                   what="every client allowed, over 100 in all")  # fmt: skip
+        stack.keystile.stop()  # SIGTERM while the load goes on
+        # and it goes on after keystile is gone: every client has asked again since
+        # (twice: one request may have been under way at the stop)
+        stopped = list(answered)
+        wait_until(lambda: [n - was for n, was in zip(answered, stopped, strict=True)],
+                   lambda since: min(since) >= 2, timeout=30,
+                   what="every client answered twice after the stop")  # fmt: skip
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
     assert sum(allowed) > 100
     usage = orjson.loads(stack.keystile.cli("usage", key_id, "--json").stdout)
     assert usage["allowed"] == sum(allowed) == len(stack.upstream.seen)

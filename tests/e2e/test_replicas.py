@@ -27,6 +27,7 @@ import pytest
 from tests.backends import postgres_schema_sync
 from tests.e2e.harness import KEYSTILE, ROOT, find_binary, free_port, request, stop_process
 from tests.redis_server import delete_prefix, redis_url, unique_prefix
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -177,13 +178,29 @@ async def _kill_listeners(url: str) -> int:
         await conn.close()
 
 
+async def _listeners(url: str) -> set[int]:
+    """Server pids of the replicas' listening connections."""
+    schema = url.rpartition("search_path=")[2]
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                                f"keystile-listen {schema}")  # fmt: skip
+        return {int(row["pid"]) for row in rows}
+    finally:
+        await conn.close()
+
+
 def test_killed_listening_connections_refuse_within_the_bound_and_listen_again(
     topology: Topology,
 ) -> None:
+    killed = asyncio.run(_listeners(topology.schema_url))
     assert asyncio.run(_kill_listeners(topology.schema_url)) == 3  # one per replica
     key_id, key = topology.create_key()
     assert refused_everywhere_after(topology, key_id, key, 0) < BOUND
-    time.sleep(1.0)  # they reconnect (their first retry comes after 0.1 s)
+    # they reconnect (their first retry comes after 0.1 s): three new connections
+    wait_until(lambda: asyncio.run(_listeners(topology.schema_url)),
+               lambda pids: len(pids) == 3 and not pids & killed,
+               what="three new listening connections")  # fmt: skip
     assert asyncio.run(_kill_listeners(topology.schema_url)) == 3
     logs = "".join(p.read_text() for p in sorted(topology.run_dir.glob("keystile-*.log")))
     assert "the connection listening for changes" in logs and "caches flushed" in logs

@@ -8,6 +8,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from keystile import __version__, config
 from keystile.accounts import AccountService
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = cfg_commands.add_parser("check", help="validate settings and show them (no secrets)")
     check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument("--connect", action="store_true",
+                       help="also try the store, Redis, the OpenID provider and the listening "
+                            "addresses, and say per item what is wrong and what to do")  # fmt: skip
     check.set_defaults(run=None, check=True)
     return parser
 
@@ -76,7 +80,22 @@ def oidc_status(settings: config.Settings) -> str:
     return f"OpenID Connect sign-in: off (missing: {', '.join(missing)})."
 
 
-def config_check(settings: config.Settings, as_json: bool) -> int:
+def connect_check(settings: config.Settings, as_json: bool, create: bool) -> int:
+    """``config check --connect``: 0 when every item is ok, else 1."""
+    from keystile.cli.connect import connect_all, report
+
+    findings = asyncio.run(connect_all(settings, create))
+    config_check(settings, as_json, connected=[dataclasses.asdict(f) for f in findings])
+    if not as_json:
+        print()
+        print(report(findings))
+        failed = [f.item for f in findings if not f.ok]
+        print("Everything answers." if not failed else f"Not ready: {', '.join(failed)}.")
+    return 0 if all(f.ok for f in findings) else 1
+
+
+def config_check(settings: config.Settings, as_json: bool,
+                 connected: list[dict[str, Any]] | None = None) -> int:  # fmt: skip
     """Print the effective settings and routes; injected values are never shown."""
     rows = config.describe(settings)
     routes = [
@@ -96,7 +115,8 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
                    "usage_intake": {"receivers": receivers(settings.usage_syslog_listen,
                                                            settings.grpc_listen),
                                     "summary": intake_summary(settings.usage_syslog_listen,
-                                                              settings.grpc_listen)}})  # fmt: skip
+                                                              settings.grpc_listen)},
+                   **({} if connected is None else {"connect": connected})})  # fmt: skip
         return 0
     print(table([[name, value] for name, value, _ in rows], ["SETTING", "VALUE"]))
     if routes:
@@ -115,7 +135,7 @@ def config_check(settings: config.Settings, as_json: bool) -> int:
     print(oidc_status(settings))
     print(sharing(settings))
     print(intake_summary(settings.usage_syslog_listen, settings.grpc_listen))
-    print("Configuration is valid.")
+    print("Configuration is valid." if connected is None else "Configuration is valid; connecting:")
     return 0
 
 
@@ -142,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # only serve (and config check, which validates it) reads injected secrets
         settings = config.load(secrets=serving)
         if getattr(args, "check", False):
-            return config_check(settings, args.json)
+            if not args.connect:
+                return config_check(settings, args.json)
+            return connect_check(settings, args.json, args.create_store)
         if getattr(args, "store_copy", None):
             code: int = asyncio.run(args.store_copy(args))
             return code

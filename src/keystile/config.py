@@ -624,7 +624,7 @@ def _known_toml_paths() -> set[str]:
 
 
 def _did_you_mean(name: str) -> str:
-    """ ("; did you mean 'routes'?") for a TOML key close to a known one, else ""."""
+    """("; did you mean 'routes'?") for a TOML key close to a known one, else ""."""
     import difflib
 
     paths = _known_toml_paths()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from keystile import config
-from keystile.keys import Hasher
-from keystile.service import KeyService
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
 from keystile.store import Store
 from tests.backends import postgres_schema
 

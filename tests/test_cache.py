@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from keystile import keys
-from keystile.cache import TRICKLE, CachedLookup
-from keystile.errors import StoreUnavailable
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.model import KeyRecord
-from keystile.service import KeyService
-from keystile.static_keys import StaticKeys
+from keystile.core import keys
+from keystile.core.errors import StoreUnavailable
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.core.model import KeyRecord
+from keystile.manage.service import KeyService
+from keystile.serve.cache import TRICKLE, CachedLookup
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
 from tests.backends import BOTH
 
@@ -122,7 +122,7 @@ async def test_a_read_racing_an_invalidation_is_not_cached(store: Store, clock: 
 async def test_group_changes_by_another_process_reach_the_cache(
     db_path: Path, clock: Clock
 ) -> None:
-    from keystile.accounts import AccountService
+    from keystile.manage.accounts import AccountService
 
     async with await Store.open(db_path) as server_store, await Store.open(db_path) as cli_store:
         cache = cached(server_store, clock)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from keystile.sessions import LoginThrottle, SessionService
+from keystile.identity.sessions import LoginThrottle, SessionService
 from keystile.store import Store
 
 SCRIPT = Path(sys.executable).with_name("keystile")

@@ -1,6 +1,6 @@
 import pytest
 
-from keystile.clientip import TrustedProxies, parse_networks
+from keystile.core.clientip import TrustedProxies, parse_networks
 
 TRUSTED = TrustedProxies(parse_networks(["127.0.0.0/8", "::1/128", "10.0.0.0/8"]))
 
@@ -37,8 +37,8 @@ def test_client_ip(peer: str, xff: str | None, client: str | None) -> None:
 def test_nginx_adapter_client_ip(peer: str, headers: dict[str, str], client: str) -> None:
     from multidict import CIMultiDict
 
-    from keystile.adapters.base import Inbound
-    from keystile.adapters.nginx import facts
+    from keystile.serve.adapters.base import Inbound
+    from keystile.serve.adapters.nginx import facts
 
     request = Inbound(
         "GET", "/auth/nginx", "keystile", CIMultiDict({"X-Original-URI": "/v1", **headers}), peer

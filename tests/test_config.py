@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from keystile import config
-from keystile.errors import ConfigError
+from keystile.core.errors import ConfigError
 
 
 def test_defaults() -> None:

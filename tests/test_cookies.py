@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from keystile.cookies import cookie_line, session_token, without
+from keystile.core.cookies import cookie_line, session_token, without
 
 NAME = "__Host-keystile"
 

@@ -1,13 +1,13 @@
 import pytest
 from multidict import CIMultiDict
 
-from keystile.copies import (
+from keystile.core.copies import (
     DEFAULT_CREDENTIAL_COOKIES,
     DEFAULT_CREDENTIAL_PARAMS,
     credential_copies,
     credential_names,
 )
-from keystile.paths import form_value, param_key, query_params
+from keystile.core.paths import form_value, param_key, query_params
 
 from .conftest import CountingHeaders
 

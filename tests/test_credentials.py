@@ -1,7 +1,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from keystile.credentials import ConflictingCredentials, CredentialSource, extract
+from keystile.core.credentials import ConflictingCredentials, CredentialSource, extract
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from keystile.crossorigin import cross_site
+from keystile.core.crossorigin import cross_site
 
 HOST = "app.example.com:8443"
 CASES = [

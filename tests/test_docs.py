@@ -36,7 +36,7 @@ def test_readme_quickstart_and_ci_agree() -> None:
 
 
 def test_every_denial_reason_code_is_documented() -> None:
-    from keystile.reasons import DENIAL_CODES
+    from keystile.core.reasons import DENIAL_CODES
 
     readme, policy = (ROOT / "README.md").read_text(), (ROOT / "docs" / "policy.md").read_text()
     for code in DENIAL_CODES:
@@ -44,7 +44,7 @@ def test_every_denial_reason_code_is_documented() -> None:
 
 
 def test_every_reason_and_detail_is_in_the_reasons_table() -> None:
-    from keystile.reasons import REASONS
+    from keystile.core.reasons import REASONS
 
     table = (ROOT / "docs" / "reasons.md").read_text()
     rows = {tuple(cell.strip(" `") for cell in line.split("|")[1:4])

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from keystile.eager import run_eagerly
+from keystile.serve.eager import run_eagerly
 
 
 async def test_no_wait_returns_at_once() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from keystile.emails import (
+from keystile.core.emails import (
     InvalidEmail,
     domain_of,
     email_key,
@@ -21,7 +21,7 @@ from keystile.emails import (
     key_or_none,
     parse_email,
 )
-from keystile.sso import email_domain_allowed
+from keystile.identity.sso import email_domain_allowed
 
 
 def _look_alikes() -> dict[str, list[str]]:

@@ -22,14 +22,14 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2
 
 from keystile import config
-from keystile.adapters import envoy_grpc
-from keystile.errors import StoreUnavailable
-from keystile.gate import GATES, QUOTA_READ_TIMEOUT
-from keystile.keys import Hasher
+from keystile.core.errors import StoreUnavailable
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
+from keystile.serve.adapters import envoy_grpc
+from keystile.serve.gate import GATES, QUOTA_READ_TIMEOUT
+from keystile.serve.wire import AuthListener
 from keystile.server import AUTHORIZER, METRICS, make_app, make_grpc_listener
-from keystile.service import KeyService
 from keystile.store import Store
-from keystile.wire import AuthListener
 from tests.e2e.harness import free_port
 
 from .test_wire import auth, exchange, status

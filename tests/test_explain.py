@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from keystile import config
-from keystile.adapters.base import Inbound
-from keystile.explain import explain
-from keystile.gate import GATES, Gate
-from keystile.keys import Hasher
-from keystile.model import KeyRecord
+from keystile.core.keys import Hasher
+from keystile.core.model import KeyRecord
+from keystile.manage.explain import explain
+from keystile.manage.service import KeyService
+from keystile.serve.adapters.base import Inbound
+from keystile.serve.gate import GATES, Gate
 from keystile.server import AUTHORIZER, make_app
-from keystile.service import KeyService
 from keystile.store import Store
 
 CONFIG = """

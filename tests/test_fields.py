@@ -10,9 +10,9 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from keystile import fields
-from keystile.durations import format_instant, parse_instant
-from keystile.errors import InvalidInput
+from keystile.core.durations import format_instant, parse_instant
+from keystile.core.errors import InvalidInput
+from keystile.manage import fields
 
 TEXTS = ["", " ", "\u00a0", "x", " x ", "x" * 200, "x" * 201, " " * 3 + "x" * 198, "a\x00b",
          "a\x7fb", "a\x9fb", "a\u2028b", "a\u2066b", "\u00e9\u4e2d", "a\tb", "\ufeff"]  # fmt: skip

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from keystile.eager import run_eagerly
-from keystile.errors import StoreUnavailable
-from keystile.flights import Flights, within
+from keystile.core.errors import StoreUnavailable
+from keystile.core.flights import Flights, within
+from keystile.serve.eager import run_eagerly
 
 T = TypeVar("T")
 

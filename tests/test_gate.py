@@ -9,18 +9,18 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict
 
-from keystile import keys
-from keystile.cache import CachedLookup
-from keystile.decide import Decision, Facts, Rules
-from keystile.errors import StoreError
-from keystile.gate import Authorizer
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.policy import InvalidKeyThrottle
-from keystile.reasons import Outcome
-from keystile.routes import load_routes
-from keystile.service import KeyService
-from keystile.static_keys import StaticKeys
+from keystile.core import keys
+from keystile.core.decide import Decision, Facts, Rules
+from keystile.core.errors import StoreError
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.core.reasons import Outcome
+from keystile.core.routes import load_routes
+from keystile.limits.policy import InvalidKeyThrottle
+from keystile.manage.service import KeyService
+from keystile.serve.cache import CachedLookup
+from keystile.serve.gate import Authorizer
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
 from tests.backends import BOTH
 

@@ -12,20 +12,20 @@ from datetime import UTC, datetime
 import pytest
 from multidict import CIMultiDict
 
-from keystile.cache import CachedLookup
-from keystile.decide import Decision, Facts, Rules
-from keystile.gate import Authorizer, Judge
-from keystile.keys import Hasher, KeyFormat
-from keystile.logs import DenialLog
-from keystile.lookup import KeyLookup
-from keystile.metrics import Metrics
-from keystile.routes import load_routes
-from keystile.service import KeyService
-from keystile.shared_limits import SharedLimits, connect
-from keystile.static_keys import StaticKeys
+from keystile.core.decide import Decision, Facts, Rules
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.core.routes import load_routes
+from keystile.limits.shared_limits import SharedLimits, connect
+from keystile.limits.tokens import TokenBudgets
+from keystile.limits.usage import UsageMeter
+from keystile.manage.service import KeyService
+from keystile.observe.logs import DenialLog
+from keystile.observe.metrics import Metrics
+from keystile.serve.cache import CachedLookup
+from keystile.serve.gate import Authorizer, Judge
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
-from keystile.tokens import TokenBudgets
-from keystile.usage import UsageMeter
 
 from .conftest import Clock
 from .redis_server import closed_port, delete_prefix, redis_url, unique_prefix

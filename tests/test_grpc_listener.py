@@ -23,16 +23,17 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from keystile import config, reasons
-from keystile.adapters import envoy_grpc
-from keystile.adapters.base import error_body
-from keystile.cache import Entry
-from keystile.decide import Decision, Rules
-from keystile.errors import StoreUnavailable
-from keystile.gate import Authorizer
-from keystile.grpc_listener import CheckService
-from keystile.model import KeyRecord, RateInfo
-from keystile.routes import RouteTable
+from keystile import config
+from keystile.core import reasons
+from keystile.core.decide import Decision, Rules
+from keystile.core.errors import StoreUnavailable
+from keystile.core.model import KeyRecord, RateInfo
+from keystile.core.routes import RouteTable
+from keystile.serve.adapters import envoy_grpc
+from keystile.serve.adapters.base import error_body
+from keystile.serve.cache import Entry
+from keystile.serve.gate import Authorizer
+from keystile.serve.grpc_listener import CheckService
 from keystile.server import SHUTDOWN_GRACE, make_app, make_grpc_listener
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
 from tests.test_workers import children

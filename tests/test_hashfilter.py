@@ -1,7 +1,7 @@
 import hashlib
 import secrets
 
-from keystile.hashfilter import HashFilter
+from keystile.core.hashfilter import HashFilter
 
 
 def digest() -> str:

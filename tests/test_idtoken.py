@@ -9,8 +9,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from keystile import idtoken
-from keystile.idtoken import BadIdToken, UnknownKey
+from keystile.identity import idtoken
+from keystile.identity.idtoken import BadIdToken, UnknownKey
 
 ISSUER = "https://idp.example.com"
 CLIENT = "keystile-client"

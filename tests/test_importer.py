@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from keystile.errors import InvalidInput
-from keystile.importer import import_keys
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.static_keys import StaticKeys
+from keystile.core.errors import InvalidInput
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.manage.importer import import_keys
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
 from tests.backends import BOTH
 

@@ -21,15 +21,15 @@ from envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage, StreamAc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from keystile import config
-from keystile.clientip import TrustedProxies, parse_networks
-from keystile.errors import ConfigError
-from keystile.grpc_listener import peer_address
-from keystile.intake import MAX_TOKENS, Intake, Malformed, usage
-from keystile.intake.accesslog import AccessLogService, entry_usage
-from keystile.intake.syslog import SyslogIntake, SyslogListener, parse
-from keystile.keys import Hasher
+from keystile.core.clientip import TrustedProxies, parse_networks
+from keystile.core.errors import ConfigError
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
+from keystile.serve.grpc_listener import peer_address
+from keystile.serve.intake import MAX_TOKENS, Intake, Malformed, usage
+from keystile.serve.intake.accesslog import AccessLogService, entry_usage
+from keystile.serve.intake.syslog import SyslogIntake, SyslogListener, parse
 from keystile.server import AUTHORIZER, make_app, make_grpc_listener, usage_report
-from keystile.service import KeyService
 from keystile.store import Store
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
 from tests.waiting import wait_until_async

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from keystile import keys
-from keystile.keys import BASE62, Hasher, KeyFormat, Shape
+from keystile.core import keys
+from keystile.core.keys import BASE62, Hasher, KeyFormat, Shape
 
 FMT = KeyFormat("ks")
 

@@ -3,9 +3,9 @@ import logging
 import orjson
 import pytest
 
-from keystile import reasons
-from keystile.decide import Decision, Facts
-from keystile.logs import DenialLog, JsonFormatter
+from keystile.core import reasons
+from keystile.core.decide import Decision, Facts
+from keystile.observe.logs import DenialLog, JsonFormatter
 
 from .conftest import Clock
 
@@ -49,7 +49,7 @@ def test_every_library_s_record_is_one_json_line_without_a_url_password() -> Non
 
     import orjson
 
-    from keystile import logs
+    from keystile.observe import logs
 
     touched = [logging.getLogger(name) for name in ("", "keystile", "aiohttp")]
     saved = [(each, each.handlers[:], each.level, each.propagate) for each in touched]

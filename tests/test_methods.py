@@ -1,7 +1,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from keystile.methods import (
+from keystile.core.methods import (
     KNOWN_METHODS,
     OVERRIDE_HEADERS,
     UnknownOverride,

@@ -17,10 +17,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from multidict import MultiDict, MultiDictProxy
 
-from keystile import fields, numbers
 from keystile.cli import args as cli_args
-from keystile.durations import parse_day, parse_duration, parse_instant
-from keystile.errors import InvalidInput
+from keystile.core import numbers
+from keystile.core.durations import parse_day, parse_duration, parse_instant
+from keystile.core.errors import InvalidInput
+from keystile.manage import fields
 from keystile.web.ui import forms
 from keystile.web.ui.keys import key_filter
 

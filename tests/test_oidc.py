@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestServer
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from keystile.accounts import AccountService
-from keystile.oidc import OIDCConfig, OIDCFailure, Provider, pkce_challenge
-from keystile.service import KeyService
-from keystile.sessions import LoginThrottle, SessionService
-from keystile.sso import AtLimit, KeyPolicy, Policy, SelfServiceKeys, SingleSignOn
+from keystile.identity.oidc import OIDCConfig, OIDCFailure, Provider, pkce_challenge
+from keystile.identity.sessions import LoginThrottle, SessionService
+from keystile.identity.sso import AtLimit, KeyPolicy, Policy, SelfServiceKeys, SingleSignOn
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
 from keystile.store import Store
 from tests.backends import BOTH
 from tests.conftest import Clock
@@ -219,7 +219,7 @@ async def test_an_unknown_kid_refetches_only_once(idp: FakeIdP, http: Any, clock
 
 @pytest.fixture
 async def sso(idp: FakeIdP, http: Any, clock: Clock, store: Store) -> SingleSignOn:
-    keys = KeyService(store, __import__("keystile.keys").keys.Hasher(), clock=clock)
+    keys = KeyService(store, __import__("keystile.core.keys").core.keys.Hasher(), clock=clock)
     sessions = SessionService(store, idle=3600, absolute=7200, throttle=LoginThrottle(5, 60),
                               clock=clock)  # fmt: skip
     policy = Policy(frozenset({"example.com"}), "groups", ("idp-admins",),

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from keystile.accounts import AccountService
-from keystile.errors import InvalidInput
-from keystile.keys import Hasher
-from keystile.once import once
-from keystile.service import KeyService
-from keystile.sso import AtLimit, KeyPolicy, SelfServiceKeys
+from keystile.core.errors import InvalidInput
+from keystile.core.keys import Hasher
+from keystile.identity.sso import AtLimit, KeyPolicy, SelfServiceKeys
+from keystile.manage.accounts import AccountService
+from keystile.manage.once import once
+from keystile.manage.service import KeyService
 from keystile.store import Store
 from tests.backends import BOTH
 

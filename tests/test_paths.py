@@ -1,6 +1,6 @@
 import pytest
 
-from keystile.paths import AmbiguousPath, checked_path, parse_target
+from keystile.core.paths import AmbiguousPath, checked_path, parse_target
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
-from keystile.clientip import ip_allowed
-from keystile.policy import RateCheck, SlidingWindowLimiter
+from keystile.core.clientip import ip_allowed
+from keystile.limits.policy import RateCheck, SlidingWindowLimiter
 from keystile.store import KeyRecord
 from keystile.store.records import TeamPolicy
 

@@ -11,20 +11,21 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from keystile import config, reasons
-from keystile.accounts import AccountService
+from keystile import config
 from keystile.admin.context import ADMIN_CONTEXT
 from keystile.cli import config_check
-from keystile.decide import Presented, Rules
-from keystile.errors import ConfigError, InvalidInput
-from keystile.gate import GATES
-from keystile.keys import Hasher
-from keystile.model import KeyRecord, TeamPolicy
-from keystile.routes import load_routes
+from keystile.core import reasons
+from keystile.core.decide import Presented, Rules
+from keystile.core.errors import ConfigError, InvalidInput
+from keystile.core.keys import Hasher
+from keystile.core.model import KeyRecord, TeamPolicy
+from keystile.core.routes import load_routes
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
+from keystile.serve.gate import GATES
+from keystile.serve.wire import AuthListener
 from keystile.server import ADMIN_APP, METRICS, make_app
-from keystile.service import KeyService
 from keystile.store import Audit, Store
-from keystile.wire import AuthListener
 from tests.backends import BOTH
 
 from .test_wire import exchange, status

@@ -2,14 +2,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from keystile.accounts import AccountService
-from keystile.decide import Decision
-from keystile.keys import Hasher
-from keystile.model import KeyRecord
-from keystile.quotas import Quotas, period
-from keystile.service import KeyService
+from keystile.core.decide import Decision
+from keystile.core.keys import Hasher
+from keystile.core.model import KeyRecord
+from keystile.limits.quotas import Quotas, period
+from keystile.limits.usage import UsageMeter
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
 from keystile.store import Store
-from keystile.usage import UsageMeter
 from tests.backends import BOTH
 
 BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL

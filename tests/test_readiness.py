@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from keystile import config
-from keystile.keys import Hasher
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
 from keystile.server import READY_TIMEOUT, STORE, make_app
-from keystile.service import KeyService
 from keystile.store import Store
 
 from .redis_server import closed_port, delete_prefix, redis_url, unique_prefix

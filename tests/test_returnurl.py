@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keystile.returnurl import host_allowed, safe_return
+from keystile.core.returnurl import host_allowed, safe_return
 
 ALLOWED = (".example.com", "app.partner.org")
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from keystile.routes import compile_path, load_routes
+from keystile.core.routes import compile_path, load_routes
 
 
 @pytest.mark.parametrize(

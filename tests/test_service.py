@@ -1,11 +1,11 @@
 import pytest
 
-from keystile import keys
-from keystile.errors import Conflict, InvalidInput
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.service import KeyService
-from keystile.static_keys import StaticKeys
+from keystile.core import keys
+from keystile.core.errors import Conflict, InvalidInput
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.manage.service import KeyService
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
 from keystile.store.records import ACTIVE, DELETED, DISABLED, EXPIRED, REVOKED
 from tests.backends import BOTH

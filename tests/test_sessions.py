@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict
 
-from keystile import reasons
-from keystile.accounts import AccountService
-from keystile.cache import CachedLookup
-from keystile.decide import Facts, Presented, Rules, SessionRules
-from keystile.errors import InvalidInput
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.model import ACTIVE, EXPIRED, REVOKED, SESSION
-from keystile.routes import load_routes
-from keystile.service import KeyService
-from keystile.sessions import (
+from keystile.core import reasons
+from keystile.core.decide import Facts, Presented, Rules, SessionRules
+from keystile.core.errors import InvalidInput
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.core.model import ACTIVE, EXPIRED, REVOKED, SESSION
+from keystile.core.routes import load_routes
+from keystile.identity.sessions import (
     LoginThrottle,
     SessionLookup,
     SessionService,
     SignInRefused,
     new_token,
 )
-from keystile.static_keys import StaticKeys
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
+from keystile.serve.cache import CachedLookup
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
 from tests.backends import BOTH, dump
 from tests.conftest import Clock

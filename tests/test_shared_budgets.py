@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from keystile import reasons
-from keystile.model import KeyRecord, TeamPolicy
-from keystile.shared_budgets import SharedBudgets
-from keystile.shared_limits import connect
-from keystile.tokens import TokenBudgets
-from keystile.usage import UsageMeter
+from keystile.core import reasons
+from keystile.core.model import KeyRecord, TeamPolicy
+from keystile.limits.shared_budgets import SharedBudgets
+from keystile.limits.shared_limits import connect
+from keystile.limits.tokens import TokenBudgets
+from keystile.limits.usage import UsageMeter
 
 from .redis_server import delete_prefix, redis_url, unique_prefix
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from keystile.errors import LimitsUnavailable
-from keystile.model import KeyRecord, TeamPolicy
-from keystile.policy import SlidingWindowLimiter
-from keystile.quotas import period
-from keystile.shared_limits import SharedLimits, connect
-from keystile.urls import redact
+from keystile.core.errors import LimitsUnavailable
+from keystile.core.model import KeyRecord, TeamPolicy
+from keystile.core.urls import redact
+from keystile.limits.policy import SlidingWindowLimiter
+from keystile.limits.quotas import period
+from keystile.limits.shared_limits import SharedLimits, connect
 
 from .redis_server import closed_port, delete_prefix, redis_url, unique_prefix
 

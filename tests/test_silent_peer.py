@@ -37,10 +37,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import pytest
 
-from keystile.keys import Hasher
+from keystile.core.keys import Hasher
+from keystile.limits.shared_limits import LIMITS_TIMEOUT
+from keystile.manage.service import KeyService
 from keystile.server import READY_TIMEOUT, SYNC_TIMEOUT
-from keystile.service import KeyService
-from keystile.shared_limits import LIMITS_TIMEOUT
 from keystile.store import Store
 from keystile.store.base import LOOKUP_TIMEOUT
 from keystile.store.postgres import ACQUIRE_TIMEOUT

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from keystile.errors import Conflict, NotFound, StoreUnavailable
-from keystile.keys import Hasher
-from keystile.service import KeyService
+from keystile.core.errors import Conflict, NotFound, StoreUnavailable
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
 from keystile.store import Audit, Group, Store, Team, User
 from tests.backends import BOTH
 
@@ -112,8 +112,8 @@ async def test_concurrent_writers_in_one_process(db_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from keystile.keys import Hasher
-    from keystile.service import KeyService
+    from keystile.core.keys import Hasher
+    from keystile.manage.service import KeyService
     from keystile.store import Store
 
     async def main():

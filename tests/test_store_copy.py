@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
-from keystile.accounts import AccountService
-from keystile.keys import Hasher
-from keystile.service import KeyService
-from keystile.sessions import LoginThrottle, SessionService
+from keystile.core.keys import Hasher
+from keystile.identity.sessions import LoginThrottle, SessionService
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
 from keystile.store import KeyFilter, Store
 from keystile.store.copy import NOT_COPIED, TABLES
 from tests.backends import dump, postgres_schema

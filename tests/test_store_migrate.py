@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from keystile.errors import StoreError
+from keystile.core.errors import StoreError
 from keystile.store import Store
 from keystile.store.migrate import migrations, statements
 from keystile.store.postgres import migrate as pg_migrate

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from keystile.errors import StoreUnavailable
-from keystile.keys import Hasher
-from keystile.service import KeyService
+from keystile.core.errors import StoreUnavailable
+from keystile.core.keys import Hasher
+from keystile.manage.service import KeyService
 from keystile.store import KeyRecord, Store
 from keystile.store.base import LOOKUP_TIMEOUT, MAX_PENDING_LOOKUPS
 

@@ -8,19 +8,19 @@ from datetime import UTC, datetime
 import pytest
 from multidict import CIMultiDict
 
-from keystile import reasons
-from keystile.cache import CachedLookup
-from keystile.decide import Facts, Rules
-from keystile.gate import Authorizer
-from keystile.keys import Hasher, KeyFormat
-from keystile.lookup import KeyLookup
-from keystile.model import KeyRecord, TeamPolicy
-from keystile.routes import load_routes
-from keystile.service import KeyService
-from keystile.static_keys import StaticKeys
+from keystile.core import reasons
+from keystile.core.decide import Facts, Rules
+from keystile.core.keys import Hasher, KeyFormat
+from keystile.core.model import KeyRecord, TeamPolicy
+from keystile.core.routes import load_routes
+from keystile.limits.tokens import TokenBudgets, window
+from keystile.limits.usage import UsageMeter
+from keystile.manage.service import KeyService
+from keystile.serve.cache import CachedLookup
+from keystile.serve.gate import Authorizer
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 from keystile.store import Store
-from keystile.tokens import TokenBudgets, window
-from keystile.usage import UsageMeter
 from tests.backends import BOTH
 
 from .conftest import Clock
@@ -167,7 +167,7 @@ async def test_a_budget_of_zero_left_refuses_whatever_the_estimate(
     assert await budgets.report(budgets.reserve(key, "", estimate, NOW), 10, NOW)
     table, _ = load_routes([{"name": "r", "path": "/x"}], {}, None)
     rules = Rules(table, token_estimate=estimate)
-    from keystile.decide import Limits
+    from keystile.core.decide import Limits
 
     decision = rules.limit(key, None, Limits(tokens=budgets.state(key, NOW)))
     assert decision.reason is reasons.TOKENS_PER_MINUTE

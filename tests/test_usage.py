@@ -1,12 +1,12 @@
 import pytest
 
-from keystile import reasons
-from keystile.decide import Decision
-from keystile.errors import StoreUnavailable
-from keystile.keys import Hasher
-from keystile.service import KeyService
+from keystile.core import reasons
+from keystile.core.decide import Decision
+from keystile.core.errors import StoreUnavailable
+from keystile.core.keys import Hasher
+from keystile.limits.usage import UsageMeter
+from keystile.manage.service import KeyService
 from keystile.store import Store
-from keystile.usage import UsageMeter
 from tests.backends import BOTH
 
 BACKENDS = BOTH  # store tests run on SQLite and on PostgreSQL

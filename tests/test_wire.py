@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from keystile import config, wire
-from keystile.gate import GATES, Authorizer
+from keystile import config
+from keystile.serve import wire
+from keystile.serve.gate import GATES, Authorizer
+from keystile.serve.wire import AuthListener
 from keystile.server import METRICS, make_app
-from keystile.wire import AuthListener
 
 from .conftest import UPSTREAM_SECRET
 from .waiting import wait_until_async

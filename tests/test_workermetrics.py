@@ -6,9 +6,9 @@ import math
 import os
 from pathlib import Path
 
-from keystile.decide import Decision
-from keystile.metrics import Latency, Metrics, Totals
-from keystile.workermetrics import WorkerMetrics, dump, load, retire
+from keystile.core.decide import Decision
+from keystile.observe.metrics import Latency, Metrics, Totals
+from keystile.serve.workermetrics import WorkerMetrics, dump, load, retire
 
 
 def sibling(directory: Path, pid: int, allowed: int, entries: int, age: float) -> None:

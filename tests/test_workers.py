@@ -15,7 +15,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from keystile.workers import STARTUP
+from keystile.serve.workers import STARTUP
 from tests.e2e.harness import KEYSTILE, Keystile, free_port
 from tests.waiting import wait_until
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from keystile import keys
-from keystile.clientip import DEFAULT_TRUSTED
-from keystile.errors import ConfigError, InvalidInput
-from keystile.routes import RouteTable, load_routes
-from keystile.urls import redact
+from keystile.core import keys
+from keystile.core.clientip import DEFAULT_TRUSTED
+from keystile.core.errors import ConfigError, InvalidInput
+from keystile.core.routes import RouteTable, load_routes
+from keystile.core.urls import redact
 
 MIN_PEPPER_LEN = 16
 
@@ -67,14 +67,14 @@ def _prefixes(value: Any) -> frozenset[str]:
 
 
 def _networks(value: Any) -> tuple[Any, ...]:
-    from keystile.clientip import parse_networks
+    from keystile.core.clientip import parse_networks
 
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     return parse_networks(items)
 
 
 def _sources(value: Any) -> tuple[Any, ...]:
-    from keystile.credentials import CredentialSource
+    from keystile.core.credentials import CredentialSource
 
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     sources = tuple(CredentialSource.parse(item) for item in items if item.strip())
@@ -136,7 +136,7 @@ def _semicolons(value: Any) -> bool:
 
 
 def _names(value: Any) -> frozenset[str]:
-    from keystile.copies import credential_names
+    from keystile.core.copies import credential_names
 
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     return credential_names(item.strip() for item in items if item.strip())
@@ -159,7 +159,7 @@ def _flag(value: Any) -> bool:
 
 def _seconds(least: float) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        from keystile.durations import parse_duration
+        from keystile.core.durations import parse_duration
 
         seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
         if seconds < least:
@@ -231,7 +231,7 @@ def _client_auth(value: Any) -> str:
 
 def _domains(value: Any) -> frozenset[str]:
     domains = set()
-    from keystile.emails import fold
+    from keystile.core.emails import fold
 
     for item in _words(value):
         domain = fold(item).lstrip("@")  # as emails are compared: A-Z folded, nothing else
@@ -257,8 +257,8 @@ def _skew(value: Any) -> float:
 
 
 def _key_scopes(value: Any) -> tuple[str, ...]:
-    from keystile.fields import check_scopes
-    from keystile.model import ADMIN_SCOPE, ALL_SCOPES
+    from keystile.core.model import ADMIN_SCOPE, ALL_SCOPES
+    from keystile.manage.fields import check_scopes
 
     scopes = _words(value)
     if ADMIN_SCOPE in scopes or ALL_SCOPES in scopes:
@@ -297,7 +297,7 @@ def _redis_unavailable(value: Any) -> str:
 
 def _loopback_listen(value: Any) -> tuple[str, int]:
     """HOST:PORT on loopback: syslog over UDP proves nothing about its sender."""
-    from keystile.intake.syslog import loopback
+    from keystile.serve.intake.syslog import loopback
 
     host, port = _listen(value)
     if not loopback(host):
@@ -575,7 +575,7 @@ class Settings:
 
     @property
     def session_cookie(self) -> str:
-        from keystile.cookies import PLAIN_NAME, SECURE_NAME
+        from keystile.core.cookies import PLAIN_NAME, SECURE_NAME
 
         return SECURE_NAME if self.session_cookie_secure else PLAIN_NAME
 

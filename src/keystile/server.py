@@ -15,50 +15,52 @@ import aiohttp
 from aiohttp import web
 from cachetools import TTLCache
 
-from keystile import heap, logs, ports
-from keystile.accounts import AccountService
-from keystile.adapters import ADAPTERS
 from keystile.admin import PREFIX, admin_app
-from keystile.admin.context import ADMIN_CONTEXT, AdminContext
-from keystile.cache import CachedLookup
-from keystile.clientip import TrustedProxies
+from keystile.admin.context import ADMIN_CONTEXT
 from keystile.config import Settings
-from keystile.errors import (
+from keystile.core.clientip import TrustedProxies
+from keystile.core.errors import (
     ConfigError,
     LimitsUnavailable,
     NotFound,
     StoreError,
     StoreUnavailable,
 )
-from keystile.flights import within
-from keystile.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
-from keystile.intake import NO_INTAKE, Report, receivers
-from keystile.intake.syslog import SyslogListener
-from keystile.lookup import KeyLookup
-from keystile.metrics import CONTENT_TYPE, Metrics
-from keystile.model import KeyRecord
-from keystile.oidc import OIDCConfig, Provider
-from keystile.policy import InvalidKeyThrottle
-from keystile.service import KeyService
-from keystile.sessions import LoginThrottle, SessionLookup, SessionService
-from keystile.shared_limits import SharedLimits, connect, sharing
-from keystile.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
-from keystile.sso import Policy as SSOPolicy
-from keystile.static_keys import StaticKeys
+from keystile.core.flights import within
+from keystile.core.model import KeyRecord
+from keystile.core.urls import redact
+from keystile.identity.oidc import OIDCConfig, Provider
+from keystile.identity.sessions import LoginThrottle, SessionLookup, SessionService
+from keystile.identity.sso import KeyPolicy, SelfServiceKeys, SingleSignOn
+from keystile.identity.sso import Policy as SSOPolicy
+from keystile.limits.policy import InvalidKeyThrottle
+from keystile.limits.shared_limits import SharedLimits, connect, sharing
+from keystile.limits.tokens import TokenBudgets
+from keystile.limits.usage import UsageMeter
+from keystile.manage.accounts import AccountService
+from keystile.manage.context import AdminContext
+from keystile.manage.service import KeyService
+from keystile.observe import logs
+from keystile.observe.metrics import CONTENT_TYPE, Metrics
+from keystile.serve import heap, ports
+from keystile.serve.adapters import ADAPTERS
+from keystile.serve.cache import CachedLookup
+from keystile.serve.gate import GATES, Authorizer, Gate, Judge, aiohttp_handler, rules_of
+from keystile.serve.intake import NO_INTAKE, Report, receivers
+from keystile.serve.intake.syslog import SyslogListener
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
+from keystile.serve.wire import AuthListener
+from keystile.serve.workermetrics import WorkerMetrics
+from keystile.serve.workers import supervise
 from keystile.store import Store
-from keystile.tokens import TokenBudgets
-from keystile.urls import redact
-from keystile.usage import UsageMeter
 from keystile.web import oidc as oidc_pages
 from keystile.web.signin import HOLDER, SignIn, sign_in_app
 from keystile.web.signin import PREFIX as PAGES_PREFIX
 from keystile.web.ui import ui_app
-from keystile.wire import AuthListener
-from keystile.workermetrics import WorkerMetrics
-from keystile.workers import supervise
 
 if TYPE_CHECKING:  # grpcio is imported only when the gRPC listener is configured
-    from keystile.grpc_listener import GrpcListener
+    from keystile.serve.grpc_listener import GrpcListener
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -523,9 +525,9 @@ def usage_report(app: web.Application) -> Report:
 
 def make_grpc_listener(app: web.Application, reuse_port: bool) -> GrpcListener:
     """The gRPC listener on the same path as the HTTP dialects (grpcio imported here)."""
-    from keystile.adapters import envoy_grpc
-    from keystile.grpc_listener import CheckService, GrpcListener, peer_address
-    from keystile.intake.accesslog import AccessLogService
+    from keystile.serve.adapters import envoy_grpc
+    from keystile.serve.grpc_listener import CheckService, GrpcListener, peer_address
+    from keystile.serve.intake.accesslog import AccessLogService
 
     settings, authorizer = app[SETTINGS], app[AUTHORIZER]
     judge = Judge(envoy_grpc.NAME, authorizer, app[METRICS], app[USAGE], app[DENIALS])

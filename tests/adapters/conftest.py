@@ -3,9 +3,9 @@ from typing import NamedTuple
 
 from multidict import CIMultiDict
 
-from keystile.adapters.base import Inbound, Reply
-from keystile.clientip import TrustedProxies, parse_networks
-from keystile.decide import Decision, Grant
+from keystile.core.clientip import TrustedProxies, parse_networks
+from keystile.core.decide import Decision, Grant
+from keystile.serve.adapters.base import Inbound, Reply
 
 TRUSTED = TrustedProxies(parse_networks(["127.0.0.0/8"]))
 

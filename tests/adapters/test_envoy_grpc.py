@@ -7,11 +7,11 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2
 
-from keystile import reasons
-from keystile.adapters.envoy_grpc import facts, render
-from keystile.decide import Decision, Grant
-from keystile.grpc_listener import peer_address
-from keystile.model import RateInfo
+from keystile.core import reasons
+from keystile.core.decide import Decision, Grant
+from keystile.core.model import RateInfo
+from keystile.serve.adapters.envoy_grpc import facts, render
+from keystile.serve.grpc_listener import peer_address
 
 from .conftest import TRUSTED
 

@@ -2,10 +2,10 @@
 
 import orjson
 
-from keystile import reasons
-from keystile.adapters.envoy_http import REMOVE_HEADER, facts
-from keystile.adapters.envoy_http import render as render_reply
-from keystile.decide import Decision, Grant
+from keystile.core import reasons
+from keystile.core.decide import Decision, Grant
+from keystile.serve.adapters.envoy_http import REMOVE_HEADER, facts
+from keystile.serve.adapters.envoy_http import render as render_reply
 
 from .conftest import TRUSTED, mocked, viewing
 

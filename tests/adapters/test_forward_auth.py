@@ -1,9 +1,9 @@
 """Traefik/Caddy forward-auth dialect specifics."""
 
-from keystile import reasons
-from keystile.adapters.forward_auth import facts
-from keystile.adapters.forward_auth import render as render_reply
-from keystile.decide import Decision, Grant
+from keystile.core import reasons
+from keystile.core.decide import Decision, Grant
+from keystile.serve.adapters.forward_auth import facts
+from keystile.serve.adapters.forward_auth import render as render_reply
 
 from .conftest import TRUSTED, mocked, viewing
 

@@ -2,9 +2,9 @@
 
 import orjson
 
-from keystile import reasons
-from keystile.adapters.nginx import render as render_reply
-from keystile.decide import Decision, Grant
+from keystile.core import reasons
+from keystile.core.decide import Decision, Grant
+from keystile.serve.adapters.nginx import render as render_reply
 
 from .conftest import viewing
 

@@ -10,7 +10,7 @@ import time
 import schemathesis
 from hypothesis import strategies as st
 
-from keystile.durations import format_instant
+from keystile.core.durations import format_instant
 
 YEAR = 365 * 86400
 _units = st.sampled_from(["s", "m", "h", "d"])

@@ -14,7 +14,7 @@ import jsonschema_rs
 from aiohttp.test_utils import TestClient
 
 from keystile.admin import PREFIX
-from keystile.fields import format_predicates
+from keystile.manage.fields import format_predicates
 from tests.admin.helpers import call, status_of
 
 YEAR = datetime.now(UTC).year

@@ -265,7 +265,7 @@ async def test_an_owner_never_revives_a_key_an_admin_stopped(
 
 def test_the_transition_table() -> None:
     """Who may take a key from which state to which: one table (model.TRANSITIONS)."""
-    from keystile.model import ADMIN_ROLE, OWNER_ROLE, STATES, may_change_state
+    from keystile.core.model import ADMIN_ROLE, OWNER_ROLE, STATES, may_change_state
 
     for before in STATES:
         for after in STATES:

@@ -225,7 +225,9 @@ def main() -> int:
         stack.callback(two_grpc.stop)
         baseline = None
         if args.baseline is not None:
-            speaks_grpc = (args.baseline / "src" / "keystile" / "grpc_listener.py").exists()
+            source = args.baseline / "src" / "keystile"
+            places = ("grpc_listener.py", "serve/grpc_listener.py")  # before and after the move
+            speaks_grpc = any((source / where).exists() for where in places)
             baseline = Keystile(workdir, env, args.baseline / ".venv" / "bin" / "keystile",
                                 grpc=speaks_grpc)  # fmt: skip
             baseline.start()

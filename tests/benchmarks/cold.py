@@ -32,9 +32,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from keystile import keys
-from keystile.keys import Hasher
-from keystile.service import new_key_id
+from keystile.core import keys
+from keystile.core.keys import Hasher
+from keystile.manage.service import new_key_id
 from keystile.store import KeyRecord, Store
 from keystile.store.records import COLUMNS
 from tests.benchmarks.bench import ROUTES

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from keystile.adapters import envoy_http, nginx
-from keystile.decide import IDENTITY_HEADERS
+from keystile.core.decide import IDENTITY_HEADERS
+from keystile.serve.adapters import envoy_http, nginx
 from tests.deploy.tools import module
 
 # The schemas kubernetes-validate ships go back to 1.25; this is the oldest

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from keystile.reasons import Outcome
+from keystile.core.reasons import Outcome
 from tests.deploy.tools import DEPLOY, binary, run, yamllint
 from tests.e2e.harness import Keystile, request
 

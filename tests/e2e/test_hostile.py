@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from keystile.aliases import header_key
+from keystile.core.aliases import header_key
 from tests.e2e import test_proxies
 from tests.e2e.harness import Stack, Upstream
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from keystile.aliases import ALIAS_CHARS
+from keystile.core.aliases import ALIAS_CHARS
 from tests.backends import postgres_schema_sync
 from tests.e2e.harness import Keystile, Reply, Stack, Upstream, running_stack
 from tests.waiting import wait_until

@@ -53,16 +53,16 @@ with _instrumented:
     from google.rpc import code_pb2
     from multidict import CIMultiDict, MultiDict, MultiDictProxy
 
-    from keystile import durations, emails, numbers, returnurl
-    from keystile.adapters import envoy_grpc, envoy_http, forward_auth, nginx
-    from keystile.adapters.base import Adapter, Inbound, Reply
-    from keystile.admin.auth import Caller
-    from keystile.clientip import TrustedProxies, parse_networks
-    from keystile.decide import Decision, Facts, Presented, Rules
-    from keystile.errors import InvalidInput
-    from keystile.model import SESSION, KeyRecord
-    from keystile.reasons import Outcome
-    from keystile.routes import load_routes
+    from keystile.core import durations, emails, numbers, returnurl
+    from keystile.core.clientip import TrustedProxies, parse_networks
+    from keystile.core.decide import Decision, Facts, Presented, Rules
+    from keystile.core.errors import InvalidInput
+    from keystile.core.model import SESSION, KeyRecord
+    from keystile.core.reasons import Outcome
+    from keystile.core.routes import load_routes
+    from keystile.manage.permissions import Caller
+    from keystile.serve.adapters import envoy_grpc, envoy_http, forward_auth, nginx
+    from keystile.serve.adapters.base import Adapter, Inbound, Reply
     from keystile.web.pages import BadForm, read_form
     from keystile.web.ui import forms
     from keystile.web.ui.common import Viewer

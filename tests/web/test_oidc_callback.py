@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from keystile import config
-from keystile.admin.context import ADMIN_CONTEXT, AdminContext
+from keystile.admin.context import ADMIN_CONTEXT
+from keystile.manage.context import AdminContext
 from keystile.server import ADMIN_APP, make_app
 from tests.admin.helpers import ADMIN
 from tests.test_oidc import CLIENT, SECRET, FakeIdP

@@ -12,8 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from keystile import config
-from keystile.admin.context import ADMIN_CONTEXT, AdminContext
-from keystile.durations import parse_instant
+from keystile.admin.context import ADMIN_CONTEXT
+from keystile.core.durations import parse_instant
+from keystile.manage.context import AdminContext
 from keystile.server import ADMIN_APP, make_app
 from keystile.web.ui import charts
 from tests.admin.helpers import ADMIN, CONFIG, call

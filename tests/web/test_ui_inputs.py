@@ -11,7 +11,7 @@ import html
 import pytest
 from aiohttp.test_utils import TestClient
 
-from keystile.fields import LIMIT_NAMES
+from keystile.manage.fields import LIMIT_NAMES
 from tests.admin.helpers import status_of
 from tests.web.test_ui import client, get, person, post  # noqa: F401 - the shared fixture
 

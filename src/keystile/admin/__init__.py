@@ -12,11 +12,12 @@ from aiohttp import web
 from keystile.admin import accounts as acc
 from keystile.admin import keys
 from keystile.admin import usage as usage_api
-from keystile.admin.context import ADMIN_CONTEXT, ContextHolder
+from keystile.admin.context import ADMIN_CONTEXT
 from keystile.admin.http import MAX_BODY, errors, reply
 from keystile.admin.openapi import _list_of, _ref, document
 from keystile.admin.validation import INPUTS, compile_document
-from keystile.fields import CURSOR, FILTER, IDEMPOTENCY_KEY, INSTANT, PAGE, SEQ
+from keystile.manage.context import ContextHolder
+from keystile.manage.fields import CURSOR, FILTER, IDEMPOTENCY_KEY, INSTANT, PAGE, SEQ
 
 PREFIX = "/api/v1"
 

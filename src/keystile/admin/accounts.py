@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.access import route_view
 from keystile.admin.auth import require_admin
 from keystile.admin.context import caller_of
 from keystile.admin.http import iso, reply
 from keystile.admin.validation import read_body, read_query
-from keystile.service import UNSET
-from keystile.store import Session
+from keystile.manage.access import route_view
+from keystile.manage.queries import Session
+from keystile.manage.service import UNSET
 
 
 async def _admin(request: web.Request):  # type: ignore[no-untyped-def]

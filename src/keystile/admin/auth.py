@@ -13,69 +13,12 @@ key, or one used from outside its allowlist, is refused here too.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 from aiohttp import web
 
-from keystile.admin.http import ApiError
-from keystile.bounds import excess
-from keystile.clientip import TrustedProxies
-from keystile.gate import Authorizer
-from keystile.model import ADMIN_ROLE, OWNER_ROLE, KeyRecord, may_change_state
-
-ADMIN = "admin"
-SELF_SERVICE = "keys:self"
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    record: KeyRecord
-
-    @property
-    def actor(self) -> str:
-        return self.record.id
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN in self.record.granted
-
-    def owns(self, key: KeyRecord) -> bool:
-        if self.is_admin:
-            return True
-        mine = self.record
-        if mine.user_id is not None:
-            return key.user_id == mine.user_id
-        return mine.owner is not None and key.owner == mine.owner
-
-    def guard(self, proposed: KeyRecord, current: KeyRecord | None) -> None:
-        """Refuse a key (new, or ``current`` changed) that may do more than the caller.
-
-        A change to a key an admin made looser than the caller passes when it loosens
-        nothing of that key (renaming, disabling, tightening); any other change, every
-        new key and every rotation must fit within the caller's own key. Admins are not
-        bounded. A change of the key's state must be one :data:`keystile.model.TRANSITIONS`
-        lets the caller's role make (a member cannot revive a key an admin expired).
-        """
-        if current is not None:
-            now = time.time()
-            before, after = current.state(now), proposed.state(now)
-            role = ADMIN_ROLE if self.is_admin else OWNER_ROLE
-            if not may_change_state(role, before, after):
-                who = "an admin" if self.is_admin else "its owner"
-                raise ApiError(403, "permission_error", "state_change_not_allowed",
-                               f"the key is {before}: {who} cannot make it {after}"
-                               + ("" if self.is_admin else " (ask an admin)"))  # fmt: skip
-        if self.is_admin:
-            return
-        over = excess(proposed, self.record)
-        if not over or (current is not None and not excess(proposed, current)):
-            return
-        code = "scope_not_grantable" if "scopes" in over else "exceeds_own_key"
-        detail = "; ".join(f"{name}: {what}" for name, what in over.items())
-        raise ApiError(403, "permission_error", code,
-                       f"a keys:self key cannot make a key that may do more than itself: "
-                       f"{detail}")  # fmt: skip
+from keystile.core.clientip import TrustedProxies
+from keystile.manage.permissions import ADMIN, SELF_SERVICE, Caller
+from keystile.manage.refusal import ApiError
+from keystile.serve.gate import Authorizer
 
 
 async def authenticate(request: web.Request, authorizer: Authorizer, trusted: TrustedProxies,

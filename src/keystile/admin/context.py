@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import web
 
-from keystile.accounts import AccountService
-from keystile.admin.auth import Caller, authenticate
-from keystile.clientip import TrustedProxies
-from keystile.gate import Authorizer
-from keystile.routes import RouteTable
-from keystile.service import KeyService
-from keystile.sessions import SessionService
-from keystile.usage import UsageMeter
-
-
-@dataclass
-class AdminContext:
-    keys: KeyService
-    accounts: AccountService
-    authorizer: Authorizer
-    trusted: TrustedProxies
-    usage: UsageMeter
-    sessions: SessionService
-
-    @property
-    def routes(self) -> RouteTable:
-        return self.authorizer.rules.routes
-
-
-class ContextHolder:
-    """Set on the admin app when it is built; filled when the store is open."""
-
-    context: AdminContext | None = None
-
+from keystile.admin.auth import authenticate
+from keystile.manage.context import AdminContext, ContextHolder
+from keystile.manage.permissions import Caller
 
 ADMIN_CONTEXT = web.AppKey("admin_context", ContextHolder)
 

@@ -16,19 +16,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from keystile.durations import format_instant, parse_duration, parse_instant
-from keystile.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from keystile.core.durations import format_instant, parse_duration, parse_instant
+from keystile.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from keystile.manage.refusal import ApiError
 
 MAX_BODY = 64 * 1024
 TIME_FIELDS = ("created_at", "updated_at", "last_used_at", "expires_at", "revoked_at",
                "deleted_at", "at", "last_seen_at", "disabled_at")  # fmt: skip
 log = logging.getLogger("keystile.admin")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, type_: str, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.type, self.code, self.message = status, type_, code, message
 
 
 def iso(data: dict[str, Any]) -> dict[str, Any]:

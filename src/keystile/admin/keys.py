@@ -8,20 +8,22 @@ from typing import Any
 
 from aiohttp import web
 
-from keystile.access import reachable_routes
-from keystile.admin.auth import Caller
-from keystile.admin.context import AdminContext, caller_of
-from keystile.admin.http import MISSING, ApiError, expiry, iso, reply
+from keystile.admin.context import caller_of
+from keystile.admin.http import MISSING, expiry, iso, reply
 from keystile.admin.usage import iso_hours
 from keystile.admin.validation import read_body, read_headers, read_query
-from keystile.durations import parse_duration, parse_instant
-from keystile.errors import NotFound
-from keystile.explain import explain
-from keystile.once import once
-from keystile.service import UNSET, Rotation
-from keystile.store import KeyFilter, KeyRecord
-from keystile.store.keys import encode_cursor
-from keystile.usage import spend_of, summarize
+from keystile.core.durations import parse_duration, parse_instant
+from keystile.core.errors import NotFound
+from keystile.core.model import KeyRecord
+from keystile.limits.usage import spend_of, summarize
+from keystile.manage.access import reachable_routes
+from keystile.manage.context import AdminContext
+from keystile.manage.explain import explain
+from keystile.manage.once import once
+from keystile.manage.permissions import Caller
+from keystile.manage.queries import KeyFilter, encode_cursor
+from keystile.manage.refusal import ApiError
+from keystile.manage.service import UNSET, Rotation
 
 
 def view(record: KeyRecord, **extra: Any) -> dict[str, Any]:

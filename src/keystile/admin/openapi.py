@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from keystile import __version__, fields
-from keystile.tokens import MAX_REPORT
+from keystile import __version__
+from keystile.limits.tokens import MAX_REPORT
+from keystile.manage import fields
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 TIME = {"type": ["string", "null"], "format": "date-time"}

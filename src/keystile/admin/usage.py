@@ -17,15 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
-from keystile.admin.auth import ADMIN, authenticate
+from keystile.admin.auth import authenticate
 from keystile.admin.context import ADMIN_CONTEXT, caller_of
-from keystile.admin.http import ApiError, iso, reply
+from keystile.admin.http import iso, reply
 from keystile.admin.validation import read_body, read_query
-from keystile.durations import parse_instant
-from keystile.errors import Conflict, NotFound
-from keystile.quotas import period
-from keystile.store import KeyFilter
-from keystile.usage import spend_of
+from keystile.core.durations import parse_instant
+from keystile.core.errors import Conflict, NotFound
+from keystile.limits.quotas import period
+from keystile.limits.usage import spend_of
+from keystile.manage.permissions import ADMIN
+from keystile.manage.queries import KeyFilter
+from keystile.manage.refusal import ApiError
 
 USAGE_WRITE = "usage:write"
 USAGE_RESULT = {"type": "object", "required": ["counted", "ignored", "results"]}

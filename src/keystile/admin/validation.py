@@ -22,9 +22,9 @@ import jsonschema_rs
 import orjson
 from aiohttp import web
 
-from keystile import numbers
-from keystile.errors import InvalidInput
-from keystile.fields import FORMATS, format_predicates
+from keystile.core import numbers
+from keystile.core.errors import InvalidInput
+from keystile.manage.fields import FORMATS, format_predicates
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 
 
 def _unreadable(message: str) -> Exception:
-    from keystile.admin.http import ApiError
+    from keystile.manage.refusal import ApiError
 
     return ApiError(400, "invalid_request_error", "invalid_json", message)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from keystile import __version__, config
-from keystile.accounts import AccountService
 from keystile.cli import accounts as accounts_cli
 from keystile.cli import keys as keys_cli
 from keystile.cli import store_cmd as store_cli
@@ -19,12 +18,13 @@ from keystile.cli.accounts import user_create_admin
 from keystile.cli.args import positive_int
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, table
-from keystile.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
-from keystile.intake import intake_summary, receivers
-from keystile.service import KeyService
-from keystile.sessions import LoginThrottle, SessionService
-from keystile.shared_limits import sharing
-from keystile.store import Store
+from keystile.core.errors import ConfigError, InvalidInput, KeystileError, NotFound, StoreError
+from keystile.identity.sessions import LoginThrottle, SessionService
+from keystile.limits.shared_limits import sharing
+from keystile.manage.accounts import AccountService
+from keystile.manage.queries import Store
+from keystile.manage.service import KeyService
+from keystile.serve.intake import intake_summary, receivers
 
 
 def build_parser() -> argparse.ArgumentParser:

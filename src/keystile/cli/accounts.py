@@ -9,23 +9,22 @@ import sys
 import time
 from typing import Any
 
-from keystile.cache import CachedLookup
 from keystile.cli import args as types
 from keystile.cli.context import Cli
 from keystile.cli.keys import credential_change, credential_options
 from keystile.cli.output import emit_json, table
-from keystile.durations import format_instant
-from keystile.errors import InvalidInput
-from keystile.explain import explain
-from keystile.gate import Authorizer, rules_of
-from keystile.lookup import KeyLookup
-from keystile.quotas import period
-from keystile.shared_limits import connect
-from keystile.static_keys import StaticKeys
-from keystile.store import KeyFilter
-from keystile.store.records import ROLES
-from keystile.tokens import TokenBudgets
-from keystile.usage import spend_of, summarize
+from keystile.core.durations import format_instant
+from keystile.core.errors import InvalidInput
+from keystile.limits.quotas import period
+from keystile.limits.shared_limits import connect
+from keystile.limits.tokens import TokenBudgets
+from keystile.limits.usage import spend_of, summarize
+from keystile.manage.explain import explain
+from keystile.manage.queries import ROLES, KeyFilter
+from keystile.serve.cache import CachedLookup
+from keystile.serve.gate import Authorizer, rules_of
+from keystile.serve.lookup import KeyLookup
+from keystile.serve.static_keys import StaticKeys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from keystile import fields, numbers
-from keystile.durations import parse_instant
-from keystile.errors import InvalidInput
+from keystile.core import numbers
+from keystile.core.durations import parse_instant
+from keystile.core.errors import InvalidInput
+from keystile.manage import fields
 
 
 def _checked(check: Callable[[str], Any], text: str) -> Any:

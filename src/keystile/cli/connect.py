@@ -18,11 +18,11 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from keystile import ports
 from keystile.config import Settings
-from keystile.errors import KeystileError
-from keystile.store import Store
-from keystile.urls import redact
+from keystile.core.errors import KeystileError
+from keystile.core.urls import redact
+from keystile.manage.queries import Store
+from keystile.serve import ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ async def check_store(settings: Settings, create: bool) -> Finding:
 async def check_redis(settings: Settings) -> Finding | None:
     if not settings.redis_url:
         return None
-    from keystile.shared_limits import connect
+    from keystile.limits.shared_limits import connect
 
     shared = connect(settings.redis_url, settings.redis_prefix,
                      timeout=settings.redis_timeout)  # fmt: skip
@@ -74,7 +74,7 @@ async def check_oidc(settings: Settings) -> Finding | None:
         return None
     import aiohttp
 
-    from keystile.oidc import OIDCConfig, OIDCFailure, Provider
+    from keystile.identity.oidc import OIDCConfig, OIDCFailure, Provider
 
     assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
     config = OIDCConfig(settings.oidc_issuer, settings.oidc_client_id,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keystile.accounts import AccountService
 from keystile.config import Settings
-from keystile.service import KeyService
-from keystile.sessions import SessionService
+from keystile.identity.sessions import SessionService
+from keystile.manage.accounts import AccountService
+from keystile.manage.service import KeyService
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from keystile.access import reachable_routes
 from keystile.cli import args as types
 from keystile.cli.context import Cli
 from keystile.cli.output import emit_json, key_detail, key_json, key_table, table
-from keystile.importer import import_keys
-from keystile.service import UNSET, Rotation
-from keystile.store import KeyRecord
+from keystile.core.model import KeyRecord
+from keystile.manage.access import reachable_routes
+from keystile.manage.importer import import_keys
+from keystile.manage.service import UNSET, Rotation
 
 SAVE_IT_NOW = "Save it now: this key is shown only once and cannot be recovered."
 

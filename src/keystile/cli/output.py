@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from keystile.durations import format_instant
-from keystile.store import KeyRecord
+from keystile.core.durations import format_instant
+from keystile.core.model import KeyRecord
 
 _TIME_FIELDS = ("created_at", "updated_at", "last_used_at", "expires_at", "revoked_at",
                 "deleted_at")  # fmt: skip

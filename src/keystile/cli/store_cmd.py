@@ -7,10 +7,9 @@ from pathlib import Path
 
 from keystile.cli.output import emit_json, table
 from keystile.config import parse_db
-from keystile.errors import ConfigError
-from keystile.store import Store
-from keystile.store.copy import Copied, copy_store
-from keystile.urls import redact
+from keystile.core.errors import ConfigError
+from keystile.core.urls import redact
+from keystile.manage.queries import Copied, Store, copy_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

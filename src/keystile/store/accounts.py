@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from keystile.errors import Conflict, NotFound
+from keystile.core.errors import Conflict, NotFound
 from keystile.store.records import AuditEntry, Group, Team, User
 from keystile.store.sql import Audit, Row, SQLBase, dumps
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from keystile.errors import Conflict, StoreError, StoreUnavailable
+from keystile.core.errors import Conflict, StoreError, StoreUnavailable
 from keystile.store.migrate import migrate
 from keystile.store.sql import Audit, Row, SQLBase, dumps
 

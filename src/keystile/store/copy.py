@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keystile.errors import StoreError
+from keystile.core.errors import StoreError
 from keystile.store.store import Store
 
 # (table, primary key) with parents before the tables that refer to them

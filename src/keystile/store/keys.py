@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from keystile.errors import AtCapacity, InvalidInput, NotFound
+from keystile.core.errors import AtCapacity, InvalidInput, NotFound
 from keystile.store.records import COLUMNS, KeyRecord, TeamPolicy
 from keystile.store.sql import Audit, Conn, Row, SQLBase
 

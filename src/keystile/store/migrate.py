@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
-from keystile.errors import StoreError
+from keystile.core.errors import StoreError
 
 _NAME_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from keystile.emails import key_or_none
+from keystile.core.emails import key_or_none
 from keystile.store.accounts import _USER, _user
 from keystile.store.records import User
 from keystile.store.sql import SQLBase

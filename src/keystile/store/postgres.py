@@ -36,13 +36,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from keystile.errors import Conflict, InvalidInput, StoreError, StoreUnavailable
-from keystile.flights import within
+from keystile.core.errors import Conflict, InvalidInput, StoreError, StoreUnavailable
+from keystile.core.flights import within
+from keystile.core.urls import redact
 from keystile.store.base import LOOKUP_TIMEOUT
 from keystile.store.migrate import migrations
 from keystile.store.sql import Row, SQLBase
 from keystile.store.store import Store
-from keystile.urls import redact
 
 T = TypeVar("T")
 POOL_SIZE = 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from keystile.model import (
+from keystile.core.model import (
     ACTIVE,
     COLUMNS,
     DELETED,

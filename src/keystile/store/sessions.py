@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import orjson
 
-from keystile.errors import NotFound
+from keystile.core.errors import NotFound
 from keystile.store.records import Session, TeamPolicy
 from keystile.store.sql import Audit, Row, SQLBase
 

@@ -21,11 +21,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from keystile.cookies import cookie_line, session_token
-from keystile.errors import StoreError
-from keystile.oidc import OIDCFailure, new_secret
-from keystile.returnurl import safe_return
-from keystile.sso import AtLimit, SelfServiceKeys, SingleSignOn
+from keystile.core.cookies import cookie_line, session_token
+from keystile.core.errors import StoreError
+from keystile.core.returnurl import safe_return
+from keystile.identity.oidc import OIDCFailure, new_secret
+from keystile.identity.sso import AtLimit, SelfServiceKeys, SingleSignOn
 from keystile.web.pages import BadForm, client_address, from_elsewhere, page, read_form
 from keystile.web.signin import HOLDER, LOGIN, PREFIX, Refused, SignIn, see_other, signed_in
 

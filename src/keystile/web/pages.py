@@ -13,8 +13,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from keystile.clientip import TrustedProxies
-from keystile.crossorigin import cross_site
+from keystile.core.clientip import TrustedProxies
+from keystile.core.crossorigin import cross_site
 
 log = logging.getLogger("keystile.web")
 HERE = Path(__file__).parent

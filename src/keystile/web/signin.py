@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from keystile.cache import CachedLookup
-from keystile.clientip import TrustedProxies
-from keystile.cookies import cookie_line, session_token
-from keystile.decide import Decision
-from keystile.errors import StoreError
-from keystile.model import ACTIVE, SESSION, KeyRecord
-from keystile.returnurl import safe_return
-from keystile.sessions import SessionService, SignInRefused
+from keystile.core.clientip import TrustedProxies
+from keystile.core.cookies import cookie_line, session_token
+from keystile.core.decide import Decision
+from keystile.core.errors import StoreError
+from keystile.core.model import ACTIVE, SESSION, KeyRecord
+from keystile.core.returnurl import safe_return
+from keystile.identity.sessions import SessionService, SignInRefused
+from keystile.serve.cache import CachedLookup
 from keystile.web.pages import (
     MAX_FORM,
     SECURITY_HEADERS,

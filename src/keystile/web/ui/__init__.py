@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from keystile.admin.context import ContextHolder
-from keystile.errors import NotFound, StoreError
+from keystile.core.errors import NotFound, StoreError
+from keystile.manage.context import ContextHolder
 from keystile.web.pages import from_elsewhere, setup_templates
 from keystile.web.signin import Refused, SignIn
 from keystile.web.ui import activity, key_actions, keys, people, teams

@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from keystile.errors import NotFound
-from keystile.store import KeyFilter
-from keystile.usage import spend_of
+from keystile.core.errors import NotFound
+from keystile.limits.usage import spend_of
+from keystile.manage.queries import KeyFilter
 from keystile.web.ui import charts
 from keystile.web.ui.common import render, services, viewer
 

@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from keystile.admin.auth import Caller
-from keystile.admin.context import AdminContext, ContextHolder
-from keystile.admin.http import ApiError
-from keystile.durations import format_instant
-from keystile.errors import Conflict, InvalidInput, NotFound, StoreError
-from keystile.model import KeyRecord
+from keystile.core.durations import format_instant
+from keystile.core.errors import Conflict, InvalidInput, NotFound, StoreError
+from keystile.core.model import KeyRecord
+from keystile.manage.context import AdminContext, ContextHolder
+from keystile.manage.permissions import Caller
+from keystile.manage.refusal import ApiError
 from keystile.web.pages import SECURITY_HEADERS, page
 from keystile.web.signin import LOGIN, SignIn, signed_in
 

@@ -13,14 +13,14 @@ from typing import Any
 
 from multidict import MultiDictProxy
 
-from keystile import numbers
-from keystile.bounds import covers
-from keystile.durations import parse_day
-from keystile.errors import InvalidInput
-from keystile.fields import LIMIT_NAMES
-from keystile.model import ADMIN_SCOPE
-from keystile.routes import RouteTable
-from keystile.service import UNSET
+from keystile.core import numbers
+from keystile.core.durations import parse_day
+from keystile.core.errors import InvalidInput
+from keystile.core.model import ADMIN_SCOPE
+from keystile.core.routes import RouteTable
+from keystile.manage.bounds import covers
+from keystile.manage.fields import LIMIT_NAMES
+from keystile.manage.service import UNSET
 from keystile.web.ui.common import Viewer, text, words
 
 DAY = 86400.0

@@ -10,14 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-from keystile.access import reachable_routes
-from keystile.admin.http import ApiError
-from keystile.errors import Conflict, InvalidInput, NotFound
-from keystile.fields import LIMIT_NAMES
-from keystile.model import KeyRecord
-from keystile.once import once
-from keystile.service import UNSET, Rotation
-from keystile.usage import spend_of, summarize
+from keystile.core.errors import Conflict, InvalidInput, NotFound
+from keystile.core.model import KeyRecord
+from keystile.limits.usage import spend_of, summarize
+from keystile.manage.access import reachable_routes
+from keystile.manage.fields import LIMIT_NAMES
+from keystile.manage.once import once
+from keystile.manage.refusal import ApiError
+from keystile.manage.service import UNSET, Rotation
 from keystile.web.ui import charts, forms
 from keystile.web.ui.common import (
     Viewer,

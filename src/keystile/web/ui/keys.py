@@ -10,16 +10,15 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from keystile import numbers
-from keystile.access import reachable_routes
-from keystile.admin.http import ApiError
-from keystile.errors import InvalidInput, NotFound
-from keystile.fields import LIMIT_NAMES
-from keystile.model import STATES, KeyRecord
-from keystile.once import once
-from keystile.service import UNSET, Issued
-from keystile.store import KeyFilter
-from keystile.store.keys import encode_cursor
+from keystile.core import numbers
+from keystile.core.errors import InvalidInput, NotFound
+from keystile.core.model import STATES, KeyRecord
+from keystile.manage.access import reachable_routes
+from keystile.manage.fields import LIMIT_NAMES
+from keystile.manage.once import once
+from keystile.manage.queries import KeyFilter, encode_cursor
+from keystile.manage.refusal import ApiError
+from keystile.manage.service import UNSET, Issued
 from keystile.web.ui import forms
 from keystile.web.ui.common import (
     Viewer,

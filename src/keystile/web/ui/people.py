@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.errors import Conflict, InvalidInput, NotFound
-from keystile.store import KeyFilter
+from keystile.core.errors import Conflict, InvalidInput, NotFound
+from keystile.manage.queries import KeyFilter
 from keystile.web.ui.common import (
     form_of,
     problem,

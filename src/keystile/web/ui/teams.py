@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from keystile.errors import Conflict, InvalidInput, NotFound
-from keystile.fields import LIMIT_NAMES
-from keystile.store import KeyFilter
+from keystile.core.errors import Conflict, InvalidInput, NotFound
+from keystile.manage.fields import LIMIT_NAMES
+from keystile.manage.queries import KeyFilter
 from keystile.web.ui import forms
 from keystile.web.ui.common import form_of, problem, render, see_other, services, text, viewer
 

@@ -5,32 +5,22 @@ the refusal page (never a 503) for an address keystile does not take."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from keystile import config
 from keystile.admin.context import ADMIN_CONTEXT
 from keystile.manage.context import AdminContext
 from keystile.server import ADMIN_APP, make_app
 from tests.admin.helpers import ADMIN
-from tests.test_oidc import CLIENT, SECRET, FakeIdP
+from tests.test_oidc import CLIENT, SECRET, FakeIdP, idp
 
 ORIGIN = "http://127.0.0.1:8080"
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[FakeIdP]:
-    fake = FakeIdP()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.issuer = f"http://127.0.0.1:{server.port}"
-    yield fake
-    await server.close()
+__all__ = ["idp"]  # the fixture, used by name
 
 
 @pytest.fixture

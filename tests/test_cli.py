@@ -6,6 +6,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def test_create_prints_the_key_once_and_list_never_shows_it(run, db_path: Path) 
     shown = run("keys", "show", entry["id"], "--json")
     assert key not in shown.stdout and digest not in shown.stdout
     assert as_json(shown)["state"] == "active"
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         assert conn.execute("SELECT key_hash FROM keys").fetchone()[0] == digest
 
 
@@ -152,7 +153,7 @@ def test_config_check_lists_routes_but_never_injected_values(run, tmp_path: Path
 
 def test_import_through_the_cli(run, tmp_path: Path) -> None:
     legacy = tmp_path / "legacy.db"
-    with sqlite3.connect(legacy) as conn:
+    with closing(sqlite3.connect(legacy)) as conn, conn:
         conn.execute("CREATE TABLE api_keys (key_hash TEXT, name TEXT, scopes TEXT)")
         conn.execute("INSERT INTO api_keys VALUES (?, 'old gateway', 'chat')",
                      (hashlib.sha256(b"legacy-key-000000001").hexdigest(),))  # fmt: skip

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def test_stored_out_of_range_instants_never_break_a_listing(
     run, db_path: Path, stored: float
 ) -> None:
     key = as_json(run(*CREATE, "--json"))
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("UPDATE keys SET expires_at = ?, last_used_at = ? WHERE id = ?",
                      (stored, stored, key["id"]))  # fmt: skip
     assert key["id"] in run("keys", "list", "--all").stdout

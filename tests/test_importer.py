@@ -1,5 +1,6 @@
 import hashlib
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ LEGACY = "sk-legacy-5f1c2a9e0b7d4c3f8a6e"
 
 
 def legacy_db(path: Path, rows: list[tuple]) -> Path:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute(
             "CREATE TABLE api_keys (key_hash TEXT, key_prefix TEXT, name TEXT, created_at TEXT,"
             " last_used_at TEXT, expires_at TEXT, enabled INTEGER, scopes TEXT, metadata TEXT)"

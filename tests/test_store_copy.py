@@ -90,12 +90,13 @@ async def test_copy_round_trips_a_populated_store_and_can_run_again(tmp_path: Pa
 
 def test_every_table_is_copied_or_said_not_to_be(tmp_path: Path) -> None:
     import sqlite3
+    from contextlib import closing
 
     from keystile.store.sqlite import migrate_file
 
     path = tmp_path / "k.db"
     migrate_file(path)
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     tables.discard("sqlite_sequence")
     assert tables == {table for table, _ in TABLES} | NOT_COPIED

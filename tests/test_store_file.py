@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -50,7 +51,7 @@ def test_a_replaced_store_is_reopened_and_a_deleted_one_fails_closed(tmp_path: P
         assert status(keystile.port, made["key"]) == 200
         # a restore from backup: a copy taken now replaces the file the server has open
         backup = tmp_path / "backup.db"
-        with sqlite3.connect(db) as source, sqlite3.connect(backup) as target:
+        with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(backup)) as target:
             source.backup(target)
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 import asyncio
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import asyncpg
@@ -16,12 +17,12 @@ LATEST = len(migrations())
 
 
 def tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def version(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
 
 
@@ -34,7 +35,7 @@ def test_fresh_database_migrates_to_latest(db_path: Path) -> None:
 def test_migrating_twice_changes_nothing(db_path: Path) -> None:
     migrate_file(db_path)
     assert migrate_file(db_path) == LATEST
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == LATEST
 
 
@@ -42,7 +43,7 @@ def test_migrating_twice_changes_nothing(db_path: Path) -> None:
 async def test_every_older_version_migrates_and_keeps_its_keys(db_path: Path, start: int) -> None:
     migrate_file(db_path, target=start)
     assert version(db_path) == start
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute(
             "INSERT INTO keys (id, key_hash, hash_scheme, display_prefix, name, created_at,"
             " updated_at) VALUES ('key_old', 'ab' || hex(zeroblob(31)), 'sha256', 'ks_old', 'old',"
@@ -56,7 +57,7 @@ async def test_every_older_version_migrates_and_keeps_its_keys(db_path: Path, st
 
 def test_a_newer_schema_is_refused_with_a_clear_error(db_path: Path) -> None:
     migrate_file(db_path)
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (LATEST + 5,))
     with pytest.raises(StoreError, match="newer than this keystile"):
         migrate_file(db_path)

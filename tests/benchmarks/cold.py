@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 from keystile.core import keys
@@ -78,7 +79,7 @@ def populate(db: Path, count: int) -> list[str]:
                   created_at=now, updated_at=now, scopes=("chat",)).to_row()
         for n, token in enumerate(tokens)
     )  # fmt: skip
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         conn.executemany(INSERT, rows)
         conn.execute("DELETE FROM key_events")  # a store whose change log was read long ago
     return tokens

@@ -12,6 +12,7 @@ side by side. sqlite errors become :mod:`keystile.errors` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -346,24 +347,36 @@ class SQLiteBase(SQLBase):
     ) -> tuple[Path, aiosqlite.Connection, aiosqlite.Connection, LookupThread]:
         path = Path(path)
         await asyncio.to_thread(migrate_file, path)
+        opened: list[aiosqlite.Connection] = []
         with translated(f"opening {path}"):
-            reader = await aiosqlite.connect(path, isolation_level=None)
-            writer = await aiosqlite.connect(path, isolation_level=None)
-            for conn in (reader, writer):
-                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                await conn.execute("PRAGMA synchronous = NORMAL")
-            lookups = await LookupThread.open(path)
-        return path, reader, writer, lookups
+            try:
+                for _ in range(2):  # the reader, the writer
+                    conn = await aiosqlite.connect(path, isolation_level=None)
+                    opened.append(conn)
+                    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                    await conn.execute("PRAGMA synchronous = NORMAL")
+                lookups = await LookupThread.open(path)
+            except BaseException:  # nothing left open behind a failed start
+                for conn in opened:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                raise
+        return path, opened[0], opened[1], lookups
 
     async def close(self) -> None:
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for conn in (self._reader, self._writer):
-            with translated("closing the store"):
-                await conn.close()
-        with translated("closing the store"):
-            await self._lookups.close()
+        """Close all three, each even when another fails (the first failure raised)."""
+        failure: BaseException | None = None
+        for close in (self._reader.close, self._writer.close, self._lookups.close):
+            try:
+                with translated("closing the store"):
+                    await close()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def _fetch(
         self,

@@ -255,3 +255,14 @@ def test_commands_other_than_serve_never_create_a_store_silently(run, db_path: P
     run("keys", "list")  # with --create-store (the fixture's default)
     assert db_path.exists()
     assert run("--no-create", "keys", "list").returncode == 0  # it exists now
+
+
+def test_serve_help_lists_what_a_first_run_needs() -> None:
+    from keystile.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    text = sub.choices["serve"].format_help()  # type: ignore[index]
+    for name in ("KEYSTILE_LISTEN", "KEYSTILE_DB", "KEYSTILE_CONFIG", "KEYSTILE_WORKERS",
+                 "docs/configuration.md", "config check --connect"):  # fmt: skip
+        assert name in text, name

@@ -13,6 +13,7 @@ report usage for any key, and do nothing else.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +31,7 @@ from keystile.manage.queries import KeyFilter
 from keystile.manage.refusal import ApiError
 
 USAGE_WRITE = "usage:write"
-USAGE_RESULT = {"type": "object", "required": ["counted", "ignored", "results"]}
+USAGE_RESULT = {"type": "object", "required": ["counted", "duplicate", "ignored", "results"]}
 
 
 async def report_usage(request: web.Request) -> web.Response:
@@ -62,8 +63,9 @@ async def report_usage(request: web.Request) -> web.Response:
             continue
         await budgets.charge(record, item.get("route", ""), tokens, now)
         results.append({"index": index, "status": "counted"})
-    counted = sum(1 for result in results if result["status"] == "counted")
-    return reply({"counted": counted, "ignored": len(results) - counted, "results": results})
+    tally = Counter(result["status"] for result in results)
+    return reply({"counted": tally["counted"], "duplicate": tally["duplicate"],
+                  "ignored": tally["ignored"], "results": results})  # fmt: skip
 
 
 async def spend_report(request: web.Request) -> web.Response:

@@ -42,7 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the auth server")
+    serve = sub.add_parser(
+        "serve", help="run the auth server",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="settings a first run needs (environment, or the TOML file):\n"
+               "  KEYSTILE_LISTEN   address to listen on (default 127.0.0.1:8700)\n"
+               "  KEYSTILE_DB       the store: an SQLite file (default\n"
+               "                    ~/.local/share/keystile/keystile.db) or postgresql://...\n"
+               "  KEYSTILE_CONFIG   a TOML file with routes and settings\n"
+               "  KEYSTILE_WORKERS  processes sharing the port (or --workers N)\n"
+               "every setting: docs/configuration.md; check them first with\n"
+               "`keystile config check --connect`. Stop with Ctrl-C or SIGTERM.",
+    )  # fmt: skip
     serve.add_argument("--workers", type=positive_int, metavar="N",
                        help="processes sharing the port, one event loop each "
                             "(default: the workers setting, 1)")  # fmt: skip

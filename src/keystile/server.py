@@ -407,6 +407,22 @@ def make_app(settings: Settings) -> web.Application:
     return app
 
 
+def oidc_config(settings: Settings) -> OIDCConfig:
+    """The provider as the settings describe it (sign-in on: all four are set)."""
+    assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
+    return OIDCConfig(
+        settings.oidc_issuer,
+        settings.oidc_client_id,
+        settings.oidc_client_secret,
+        f"{settings.oidc_external_url}{oidc_pages.CALLBACK}",
+        settings.oidc_scopes,
+        settings.oidc_client_auth,
+        settings.oidc_clock_skew,
+        settings.oidc_timeout,
+        settings.oidc_metadata_ttl,
+    )
+
+
 def single_sign_on(
     app: web.Application, settings: Settings, accounts: AccountService, signing: SessionService
 ) -> aiohttp.ClientSession | None:
@@ -418,18 +434,7 @@ def single_sign_on(
                         ", ".join(settings.oidc_missing))  # fmt: skip
         holder["current"] = oidc_pages.OIDCPages(None, None, "", ())
         return None
-    assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
-    config = OIDCConfig(
-        settings.oidc_issuer,
-        settings.oidc_client_id,
-        settings.oidc_client_secret,
-        f"{settings.oidc_external_url}{oidc_pages.CALLBACK}",
-        settings.oidc_scopes,
-        settings.oidc_client_auth,
-        settings.oidc_clock_skew,
-        settings.oidc_timeout,
-        settings.oidc_metadata_ttl,
-    )
+    config = oidc_config(settings)
     http = aiohttp.ClientSession(headers={"User-Agent": "keystile"})
     policy = SSOPolicy(settings.oidc_email_domains, settings.oidc_groups_claim,
                        settings.oidc_admin_values, settings.oidc_group_map or ())  # fmt: skip
@@ -440,7 +445,7 @@ def single_sign_on(
                                settings.sso_key_expires_in, settings.sso_key_scopes,
                                settings.sso_key_limit))  # fmt: skip
     holder["current"] = oidc_pages.OIDCPages(
-        sso, keys, settings.oidc_issuer, tuple(sorted(settings.oidc_email_domains))
+        sso, keys, config.issuer, tuple(sorted(settings.oidc_email_domains))
     )
     log.info("OpenID Connect sign-in with %s (%s)", settings.oidc_name, settings.oidc_issuer)
     return http

@@ -74,14 +74,10 @@ async def check_oidc(settings: Settings) -> Finding | None:
         return None
     import aiohttp
 
-    from keystile.identity.oidc import OIDCConfig, OIDCFailure, Provider
+    from keystile.identity.oidc import OIDCFailure, Provider
+    from keystile.server import oidc_config
 
-    assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
-    config = OIDCConfig(settings.oidc_issuer, settings.oidc_client_id,
-                        settings.oidc_client_secret, f"{settings.oidc_external_url}/_keystile/"
-                        "oidc/callback", settings.oidc_scopes, settings.oidc_client_auth,
-                        settings.oidc_clock_skew, settings.oidc_timeout,
-                        settings.oidc_metadata_ttl)  # fmt: skip
+    config = oidc_config(settings)
     timeout = aiohttp.ClientTimeout(total=settings.oidc_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         provider = Provider(config, http)

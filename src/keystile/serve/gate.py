@@ -145,10 +145,8 @@ class Authorizer:
                                                 self.rules.estimate(route), now)  # fmt: skip
             if token is None:  # refused by a budget: unless a quota refuses first, as the
                 # core orders them (quotas, budgets, rate limits) on the per-process path too
-                if record.has_quotas and self.shared is not None:
-                    await self.load_quotas(record, now)
-                    looked = await self.shared.take(record, now, self.quotas.used, look=True)
-                    spent = replace(looked, tokens=spent.tokens)
+                if record.has_quotas:
+                    spent = replace(await self.look_shared(record, now), tokens=spent.tokens)
                 return self.rules.decide(screened, record, spent, now)
         try:
             decision = self.rules.decide(screened, record, await self.take(record, now), now)
@@ -231,21 +229,27 @@ class Authorizer:
         budgets = self.budgets if record.has_budgets else None
         if budgets is not None:
             await self.load_budgets(budgets, record, now)
-        shared = self.shared
-        if shared is None:
+        if self.shared is None:
             limits = (await self.limits(record, now))[0]
         else:
-            if record.has_quotas:
-                await self.load_quotas(record, now)
-            try:
-                limits = await shared.take(record, now, self.quotas.used, look=True)
-            except LimitsUnavailable:
-                if not shared.fallback:
-                    raise
-                limits = self.local_limits(record, now)[0]
+            limits = await self.look_shared(record, now)
         if budgets is not None:
             limits = replace(limits, tokens=budgets.state(record, now))
         return limits
+
+    async def look_shared(self, record: KeyRecord, now: float) -> Limits:
+        """The key's quotas and rate limits in Redis, counting nothing (with the local
+        fallback when Redis fails and ``redis.unavailable = local``)."""
+        shared = self.shared
+        assert shared is not None
+        if record.has_quotas:
+            await self.load_quotas(record, now)  # where Redis starts a quota it lacks
+        try:
+            return await shared.take(record, now, self.quotas.used, look=True)
+        except LimitsUnavailable:
+            if not shared.fallback:
+                raise
+            return self.local_limits(record, now)[0]
 
     def local_limits(self, record: KeyRecord, now: float) -> tuple[Limits, RateCheck]:
         """This process's view of the key's limits (quotas loaded), counting nothing."""

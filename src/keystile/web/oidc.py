@@ -27,7 +27,16 @@ from keystile.core.returnurl import safe_return
 from keystile.identity.oidc import OIDCFailure, new_secret
 from keystile.identity.sso import AtLimit, SelfServiceKeys, SingleSignOn
 from keystile.web.pages import BadForm, client_address, from_elsewhere, page, read_form
-from keystile.web.signin import HOLDER, LOGIN, PREFIX, Refused, SignIn, see_other, signed_in
+from keystile.web.signin import (
+    HOLDER,
+    LOGIN,
+    PREFIX,
+    Refused,
+    SignIn,
+    refused_message,
+    see_other,
+    signed_in,
+)
 
 log = logging.getLogger("keystile.web.oidc")
 START = PREFIX + "/oidc/start"
@@ -231,7 +240,7 @@ async def _keys_context(request: web.Request) -> tuple[SelfServiceKeys | None, A
 
 def _not_here(request: web.Request, refused: Refused) -> web.Response:
     reason = refused.reason
-    return failure_page(request, "not_allowed_here", message=reason.message,
+    return failure_page(request, "not_allowed_here", message=refused_message(refused),
                         detail=f"{reason.code}/{reason.detail}", rd=KEYS_PAGE)  # fmt: skip
 
 

@@ -70,6 +70,20 @@ class Refused(Exception):
         self.reason = decision.reason
 
 
+def refused_message(refused: Refused) -> str:
+    """What a signed-in person refused by their rules is told (the reason's own
+    message speaks of an API key)."""
+    reason, retry = refused.reason, refused.decision.retry_after
+    if reason.code == "ip_not_allowed":
+        return (
+            "Your account (or its team) may use keystile only from certain addresses, "
+            "and this is not one of them. Ask an administrator if that is wrong."
+        )
+    if retry is not None:
+        return f"Too many requests from your account for now: try again in {retry} seconds."
+    return f"Your account may not use keystile right now ({reason.code})."
+
+
 SIGN_IN = web.AppKey("sign_in", SignIn)
 # the app holding SIGN_IN (set by the server once the store is open)
 HOLDER = web.AppKey("sign_in_holder", dict[str, SignIn])

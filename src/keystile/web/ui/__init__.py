@@ -17,7 +17,7 @@ from aiohttp import web
 from keystile.core.errors import NotFound, StoreError
 from keystile.manage.context import ContextHolder
 from keystile.web.pages import from_elsewhere, setup_templates
-from keystile.web.signin import Refused, SignIn
+from keystile.web.signin import Refused, SignIn, refused_message
 from keystile.web.ui import activity, key_actions, keys, people, teams
 from keystile.web.ui.common import (
     BASE,
@@ -105,8 +105,8 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
         )
     except Refused as refused:  # the rules every door applies: an allowlist, a limit
         return render(request, "ui/error.html",
-                      {"title": "Not allowed from here", "message": refused.reason.message},
-                      refused.reason.outcome.value)  # fmt: skip
+                      {"title": "Not allowed from here", "message": refused_message(refused),
+                       "no_links": True}, refused.reason.outcome.value)  # fmt: skip
     if who is None:
         if request.method in SAFE_METHODS:
             return to_login(request)
